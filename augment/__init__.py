@@ -1,0 +1,1 @@
+"""The generator side: DCGAN models, GAN training, sampling, pseudo-labelling, quality metrics."""

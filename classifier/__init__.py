@@ -1,0 +1,1 @@
+"""The classifier side: a small CNN, its training and evaluation, and real + synthetic mixing."""

@@ -1,0 +1,71 @@
+"""Classifier checkpoints: weights + config + metrics in one torch file, its sha256 in a JSON beside it."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from classifier.model import ARCH, DigitCNN
+from data.errors import InputError
+
+KIND = "digitgen-classifier"
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_atomic(payload: dict, path: Path) -> str:
+    """torch.save under a temporary name, then rename into place; returns the file's sha256."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return sha256_of(path)
+
+
+def save(path: str | Path, model: DigitCNN, config: dict, metrics: dict) -> str:
+    """Write `path` and `path`.json (config, metrics, sha256); returns the sha256."""
+    path = Path(path)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    payload = {"kind": KIND, "arch": ARCH, "config": config, "metrics": metrics, "state_dict": state}
+    digest = save_atomic(payload, path)
+    sidecar = {"file": path.name, "sha256": digest, "arch": ARCH, "config": config, "metrics": metrics}
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return digest
+
+
+def read_payload(path: str | Path, kind: str) -> dict:
+    """Load a checkpoint dict safely (weights_only) and check what kind of checkpoint it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != kind:
+        found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
+        raise InputError(f"{path}: is a {found!r} checkpoint, expected {kind!r}")
+    return payload
+
+
+def load(path: str | Path) -> tuple[DigitCNN, dict]:
+    """The classifier (eval mode) and its payload; a checkpoint of another architecture is refused."""
+    payload = read_payload(path, KIND)
+    if payload.get("arch") != ARCH:
+        raise InputError(f"{path}: classifier architecture {payload.get('arch')!r}, this tool builds {ARCH!r}")
+    model = DigitCNN()
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as e:
+        raise InputError(f"{path}: weights do not fit {ARCH} ({str(e).splitlines()[0]})") from None
+    return model.to(memory_format=torch.channels_last).eval(), payload

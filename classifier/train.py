@@ -1,0 +1,126 @@
+"""Training and evaluation of DigitCNN: seeded, reproducible, uint8 data batched without Python per-sample work."""
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from classifier.affine import random_affine
+from classifier.model import DigitCNN
+from data.errors import InputError
+from data.mnist import Digits
+from data.pixels import to_model
+
+AUGMENTATIONS = ("none", "classical")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. An epoch is one pass over the training set, but at least min_steps / epochs
+    steps, so tiny labelled sets still get a fixed minimum budget of updates."""
+
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 3e-3
+    min_steps: int = 600
+    augment: str = "none"
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise InputError(f"batch size must be >= 2, got {self.batch_size}")
+        if not self.lr > 0:
+            raise InputError(f"learning rate must be > 0, got {self.lr}")
+        if self.augment not in AUGMENTATIONS:
+            raise InputError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+
+
+def use_all_cores() -> int:
+    """torch may default to fewer threads than the cores this process may use."""
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    return torch.get_num_threads()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") or (name == "cuda" and not torch.cuda.is_available()):
+        raise InputError(f"device {name!r} is not available: choose auto, cpu or cuda (with a GPU)")
+    return torch.device(name)
+
+
+def _batches(n: int, size: int, generator: torch.Generator):
+    """Endless full batches of indices drawn from successive random permutations of range(n)."""
+    stream = torch.empty(0, dtype=torch.long)
+    while True:
+        while len(stream) < size:
+            stream = torch.cat([stream, torch.randperm(n, generator=generator)])
+        yield stream[:size]
+        stream = stream[size:]
+
+
+def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: str = "cpu",
+        progress: bool = True) -> tuple[DigitCNN, list[dict]]:
+    """Train a fresh DigitCNN with Adam and a one-cycle schedule; returns it (eval mode) and per-epoch history."""
+    config.check()
+    if len(train) < 2:
+        raise InputError(f"need at least 2 training images, got {len(train)}")
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = DigitCNN().to(dev, memory_format=torch.channels_last)
+    batch = min(config.batch_size, len(train))
+    per_epoch = max(math.ceil(len(train) / batch), math.ceil(config.min_steps / config.epochs))
+    steps = per_epoch * config.epochs
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=steps)
+    batches = _batches(len(train), batch, generator)
+    history, start, loss_sum = [], time.perf_counter(), torch.zeros(())
+    bar = tqdm(total=steps, desc="classifier", unit="step", disable=not progress, leave=False)
+    for step in range(1, steps + 1):
+        model.train()
+        idx = next(batches)
+        x = to_model(train.images[idx])
+        if config.augment == "classical":
+            x = random_affine(x, generator)
+        x = x.to(dev, memory_format=torch.channels_last)
+        loss = F.cross_entropy(model(x), train.labels[idx].to(dev))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        loss_sum += loss.detach().cpu()
+        bar.update()
+        if step % per_epoch == 0:
+            seconds = time.perf_counter() - start
+            row = {"epoch": step // per_epoch, "step": step, "loss": loss_sum.item() / per_epoch,
+                   "seconds": seconds, "images_per_s": step * batch / seconds}
+            if val is not None:
+                row["val_accuracy"] = evaluate(model, val, dev)
+            history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", val=f"{row.get('val_accuracy', float('nan')):.4f}")
+            loss_sum.zero_()
+    bar.close()
+    return model.eval(), history
+
+
+@torch.inference_mode()
+def predict_proba(model: DigitCNN, images: torch.Tensor, device: str | torch.device = "cpu",
+                  batch: int = 2000) -> torch.Tensor:
+    """Softmax probabilities (N, 10) float32 for uint8 images (N, 28, 28)."""
+    model.eval()
+    dev = torch.device(device)
+    out = [model(to_model(images[i:i + batch]).to(dev, memory_format=torch.channels_last)).softmax(1).float().cpu()
+           for i in range(0, len(images), batch)]
+    return torch.cat(out) if out else torch.empty(0, 10)
+
+
+def evaluate(model: DigitCNN, digits: Digits, device: str | torch.device = "cpu") -> float:
+    """Top-1 accuracy on a labelled set."""
+    return (predict_proba(model, digits.images, device).argmax(1) == digits.labels).float().mean().item()

@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
+    out = tmp_path / "clf.pt"
+    result = run("classify", "--n-real", 200, "--synthetic", synthetic_file, "--ratio", 0.5, "--augment", "classical",
+                 "--epochs", 2, "--min-steps", 40, "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "training on 200 real + 100 synthetic mnist images" in result.output
+    assert "test accuracy 0." in result.output and "errors in 10,000" in result.output
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["config"]["n_synthetic"] == 100 and sidecar["config"]["augment"] == "classical"
+    assert sidecar["sha256"][:16] in result.output
+    again = run("classify", "--n-real", 200, "--epochs", 1, "--out", out)
+    assert again.exit_code == 2 and again.output == f"error: {out} already exists: pass --overwrite to replace it\n"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["classify", "--augment", "mixup"], "augment must be one of none, classical"),
+    (["classify", "--epochs", "abc"], "Invalid value for '--epochs'"),
+    (["classify", "--n-real", "0"], "asked for 0 labelled images"),
+    (["classify", "--ratio", "2"], "--ratio needs --synthetic FILE"),
+    (["classify", "--synthetic", "absent.h5", "--n-real", "10"], "absent.h5: no such file"),
+    (["classify", "--data-dir", "nowhere/at/all", "--n-real", "10"], "nowhere/at/all"),
+    (["info", "absent.h5"], "absent.h5: no such file"),
+    (["classify", "--no-such-option"], "No such option"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, args, expected):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1 and expected in result.output
+
+
+def test_info_prints_attributes_and_histogram(synthetic_file, test_digits):
+    result = run("info", synthetic_file)
+    assert result.exit_code == 0, result.output
+    assert f"{synthetic_file}: 2,000 images" in result.output and "format: digitgen-synthetic" in result.output
+    ones = test_digits.labels[:2000].eq(1).sum().item()
+    assert f"  1: {ones:>8,}" in result.output and "/probs: float16 (2000, 10)" in result.output
+
+
+def test_script_and_console_entry_points_answer_help():
+    for command in ([sys.executable, "cli.py", "--help"], [str(Path(sys.executable).parent / "digitgen"), "classify", "--help"]):
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0 and "Usage" in done.stdout, done.stderr
