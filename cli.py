@@ -83,6 +83,66 @@ def classify(
 
 
 @app.command()
+def train(
+    out: Path = typer.Option(Path("runs/gan"), help="Run folder: checkpoints, sample grids, losses.csv/png, progress.gif."),
+    resume: bool = typer.Option(False, help="Continue the run saved in --out exactly where it stopped."),
+    epochs: int = typer.Option(5, help="Total epochs (when resuming: the new total)."),
+    arch: str = typer.Option("dcgan", help="dcgan (fast on CPU) or tutorial (the classic Keras DCGAN)."),
+    conditional: bool = typer.Option(False, help="Class-conditional generator and discriminator."),
+    n_real: Optional[int] = typer.Option(None, help="Train on this class-balanced labelled subset (the one classify --n-real "
+                                         "draws with the same --seed) [default: all 60,000 train images]."),
+    batch_size: Optional[int] = typer.Option(None, help="[default: 128, tutorial 256]"),
+    lr_g: Optional[float] = typer.Option(None, help="Generator learning rate [default: 2e-4, tutorial 1e-4]."),
+    lr_d: Optional[float] = typer.Option(None, help="Discriminator learning rate [default: 2e-4, tutorial 1e-4]."),
+    beta1: Optional[float] = typer.Option(None, help="Adam beta1 [default: 0.5, tutorial 0.9]."),
+    beta2: Optional[float] = typer.Option(None, help="Adam beta2 [default: 0.999]."),
+    nz: Optional[int] = typer.Option(None, help="Latent size [default: 64, tutorial 100]."),
+    g_width: Optional[int] = typer.Option(None, help="Generator width (channels of the last hidden layer) [default: 64]."),
+    d_width: Optional[int] = typer.Option(None, help="Discriminator width (channels of the first layer) [default: 64]."),
+    loss: str = typer.Option("bce", help="bce (non-saturating) or hinge."),
+    ema: float = typer.Option(0.999, help="Decay of the generator's weight average used for samples; 0 turns it off."),
+    seed: int = typer.Option(0, help="Seed for weights, shuffles and noise."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a resumable checkpoint) after this many minutes."),
+    sample_every: int = typer.Option(0, help="Also save a sample grid every N steps (one per epoch always)."),
+    dataset: str = typer.Option("mnist", help="mnist or fashion."),
+    data_dir: Optional[Path] = DataDir,
+):
+    """Train a DCGAN, saving a sample grid per epoch, a losses CSV and plot, a GIF, and checkpoints."""
+    from augment import trainer
+    from augment.models import ARCHS, GanSpec
+    from classifier.train import use_all_cores
+    from data import mnist
+
+    if arch not in ARCHS:
+        raise InputError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    if max_minutes is not None and max_minutes <= 0:
+        raise InputError(f"max-minutes must be > 0, got {max_minutes}")
+    given = {"batch_size": batch_size, "lr_g": lr_g, "lr_d": lr_d, "beta1": beta1, "beta2": beta2}
+    spec = GanSpec.preset(arch, nz=nz, g_width=g_width, d_width=d_width, conditional=conditional)
+    config = trainer.GanConfig(spec=spec, epochs=epochs, loss=loss, ema=ema, seed=seed, sample_every=sample_every,
+                               dataset=dataset, n_real=n_real, **{**trainer.TRAIN_PRESETS[arch], **{k: v for k, v in given.items() if v is not None}})
+    if resume:
+        if not (out / "checkpoint.pt").is_file():
+            raise InputError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist")
+        config = trainer.saved_config(out, epochs)
+    threads = use_all_cores()
+    run = trainer.start(out, config, mnist.load("train", config.dataset, data_dir), resume)
+    c = run.config
+    typer.echo(f"{'resuming' if resume else 'training'} {c.spec.arch}{' conditional' if c.spec.conditional else ''} GAN "
+               f"on {len(run.data):,} {c.dataset} images: {run.steps_per_epoch:,} steps/epoch of {c.batch_size}, "
+               f"{c.epochs} epochs, from step {run.step:,} ({threads} threads) -> {out}")
+    result = trainer.train(run, max_minutes)
+    typer.echo(f"{result.stopped}: epoch {result.epoch}, step {result.step:,}, {result.seconds:.0f} s, "
+               f"{result.images_per_s:,.0f} images/s")
+    if result.stopped == "diverged":
+        typer.echo(f"error: {result.message}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"wrote {out}/generator.pt, checkpoint.pt, samples/, losses.csv, losses.png, progress.gif")
+    if result.stopped != "finished":
+        typer.echo(f"continue with: digitgen train --out {out} --resume --epochs {c.epochs}")
+
+
+@app.command()
 def info(file: Path = typer.Argument(..., help="An HDF5 synthetic dataset.")):
     """Print a synthetic dataset's attributes, columns and class histogram."""
     from data.synthetic import summary

@@ -82,7 +82,7 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=steps)
     batches = _batches(len(train), batch, generator)
     history, start, loss_sum = [], time.perf_counter(), torch.zeros(())
-    bar = tqdm(total=steps, desc="classifier", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc="classifier", unit="step", disable=None if progress else True, leave=False)
     for step in range(1, steps + 1):
         model.train()
         idx = next(batches)
@@ -104,7 +104,7 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
             if val is not None:
                 row["val_accuracy"] = evaluate(model, val, dev)
             history.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", val=f"{row.get('val_accuracy', float('nan')):.4f}")
+            bar.set_postfix({k: f"{row[k]:.4f}" for k in ("loss", "val_accuracy") if k in row})
             loss_sum.zero_()
     bar.close()
     return model.eval(), history

@@ -1,0 +1,37 @@
+"""GAN checkpoints: the full training state (resumable), and the slim generator that `generate` reads."""
+
+import json
+from pathlib import Path
+
+from augment.models import GanSpec, Generator
+from classifier.checkpoint import read_payload, save_atomic
+from data.errors import InputError
+
+TRAINING_KIND, GENERATOR_KIND = "digitgen-gan-training", "digitgen-generator"
+
+
+def save_training(path: Path, state: dict) -> str:
+    return save_atomic({"kind": TRAINING_KIND, **state}, path)
+
+
+def load_training(path: Path) -> dict:
+    return read_payload(path, TRAINING_KIND)
+
+
+def save_generator(path: Path, spec: GanSpec, state_dict: dict, info: dict) -> str:
+    """The generator alone (EMA weights when training kept them), with a .json beside it giving its sha256."""
+    digest = save_atomic({"kind": GENERATOR_KIND, "spec": spec.as_dict(), "state_dict": state_dict, "info": info}, path)
+    sidecar = {"file": path.name, "sha256": digest, "spec": spec.as_dict(), **info}
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return digest
+
+
+def load_generator(path: str | Path) -> tuple[Generator, dict]:
+    """The generator in eval mode and its payload; refuses other kinds and mismatched weights."""
+    payload = read_payload(path, GENERATOR_KIND)
+    try:
+        g = Generator(GanSpec(**payload["spec"]))
+        g.load_state_dict(payload["state_dict"])
+    except (TypeError, KeyError, RuntimeError) as e:
+        raise InputError(f"{path}: weights do not fit the generator they describe ({str(e).splitlines()[0]})") from None
+    return g.eval(), payload

@@ -1,0 +1,29 @@
+"""Pictures of digits: PNG grids and animated GIFs."""
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from data.pixels import to_model
+
+
+def grid_image(images: torch.Tensor, nrow: int, scale: int = 2) -> Image.Image:
+    """uint8 digits (N, 28, 28) -> a PIL grid, white digits on black, upscaled `scale` times."""
+    grid = make_grid(to_model(images), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=0.3)
+    picture = Image.fromarray(grid[0].mul(255).round().byte().numpy(), mode="L")
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 10) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid_image(images, nrow).save(path)
+    return path
+
+
+def save_gif(frames: list[Image.Image], path: Path, ms_per_frame: int = 200) -> Path:
+    """An animated GIF that loops forever and holds its last frame a little longer."""
+    durations = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * 5]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return path

@@ -1,0 +1,115 @@
+"""DCGAN generator and discriminator for 28x28 grey digits, in two presets.
+
+`dcgan` (default) is sized for CPU: 4x4 stride-2 transposed convolutions 7 -> 14 -> 28.
+`tutorial` copies the classic Keras DCGAN-for-MNIST the original notebook used, so benchmarks
+can compare against it on the same footing. With `conditional`, the generator reads a one-hot
+class beside the noise and the discriminator adds a projection term (Miyato & Koyama, 2018).
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+ARCHS = ("dcgan", "tutorial")
+
+
+@dataclass(frozen=True)
+class GanSpec:
+    """What a generator/discriminator pair is built from; stored in every checkpoint."""
+
+    arch: str = "dcgan"
+    nz: int = 64
+    g_width: int = 64
+    d_width: int = 64
+    conditional: bool = False
+
+    @staticmethod
+    def preset(arch: str, **overrides) -> "GanSpec":
+        """The preset's defaults (the tutorial's are fixed by the Keras original), then overrides."""
+        base = {"dcgan": {}, "tutorial": {"nz": 100, "g_width": 64, "d_width": 64}}[arch]
+        return GanSpec(arch=arch, **{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _classes(spec: GanSpec) -> int:
+    return 10 if spec.conditional else 0
+
+
+class Generator(nn.Module):
+    def __init__(self, spec: GanSpec):
+        super().__init__()
+        self.spec = spec
+        nz, w = spec.nz + _classes(spec), spec.g_width
+        if spec.arch == "dcgan":
+            self.project = nn.Sequential(nn.Linear(nz, 2 * w * 49, bias=False), nn.BatchNorm1d(2 * w * 49), nn.ReLU())
+            self.body = nn.Sequential(
+                nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+                nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Tanh(),
+            )
+            self.channels = 2 * w
+        else:  # Keras tutorial: Dense 7x7x256 -> ConvT 128 5x5 s1 -> ConvT 64 5x5 s2 -> ConvT 1 5x5 s2, no biases
+            self.project = nn.Sequential(nn.Linear(nz, 256 * 49, bias=False), nn.BatchNorm1d(256 * 49), nn.LeakyReLU(0.3))
+            self.body = nn.Sequential(
+                nn.ConvTranspose2d(256, 2 * w, 5, 1, 2, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.3),
+                nn.ConvTranspose2d(2 * w, w, 5, 2, 2, output_padding=1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(0.3),
+                nn.ConvTranspose2d(w, 1, 5, 2, 2, output_padding=1, bias=False), nn.Tanh(),
+            )
+            self.channels = 256
+        init_weights(self, spec.arch)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.spec.conditional:
+            z = torch.cat([z, nn.functional.one_hot(y, 10).to(z.dtype)], 1)
+        return self.body(self.project(z).view(-1, self.channels, 7, 7))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, spec: GanSpec):
+        super().__init__()
+        self.spec = spec
+        w = spec.d_width
+        if spec.arch == "dcgan":
+            self.body = nn.Sequential(
+                nn.Conv2d(1, w, 4, 2, 1), nn.LeakyReLU(0.2),
+                nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2),
+                nn.Flatten(),
+            )
+        else:  # Keras tutorial: Conv 64 5x5 s2 -> LeakyReLU -> Dropout 0.3 -> Conv 128 5x5 s2 -> ... -> Dense 1
+            self.body = nn.Sequential(
+                nn.Conv2d(1, w, 5, 2, 2), nn.LeakyReLU(0.3), nn.Dropout(0.3),
+                nn.Conv2d(w, 2 * w, 5, 2, 2), nn.LeakyReLU(0.3), nn.Dropout(0.3),
+                nn.Flatten(),
+            )
+        features = 2 * w * 49
+        self.head = nn.Linear(features, 1)
+        self.embed = nn.Embedding(10, features) if spec.conditional else None
+        init_weights(self, spec.arch)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Real/fake logits (N,)."""
+        h = self.body(x)
+        out = self.head(h).squeeze(1)
+        if self.embed is not None:
+            out = out + (self.embed(y) * h).sum(1)
+        return out
+
+
+def init_weights(module: nn.Module, arch: str) -> None:
+    """DCGAN initialisation (N(0, 0.02) weights, batch-norm scales N(1, 0.02)); for `tutorial`,
+    Keras's defaults instead (Glorot-uniform weights, batch-norm momentum 0.99, epsilon 1e-3)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+            if arch == "tutorial":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if arch == "tutorial":
+                m.momentum, m.eps = 0.01, 1e-3
+            else:
+                nn.init.normal_(m.weight, 1.0, 0.02)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)

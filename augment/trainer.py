@@ -1,0 +1,315 @@
+"""GAN training: watchable (grids, CSV, loss plot, GIF), interruptible and exactly resumable.
+
+Exact resume: each epoch's shuffle is a pure function of (seed, epoch), the noise comes from a
+generator whose state is saved, and a checkpoint records the step inside the epoch, so a run
+stopped anywhere and resumed ends with the same weights as one that never stopped.
+"""
+
+import copy
+import csv
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from augment.checkpoint import load_training, save_generator, save_training
+from augment.images import save_gif, save_grid
+from augment.models import Discriminator, GanSpec, Generator
+from augment.plots import plot_losses
+from data.errors import InputError
+from data import mnist
+from data.mnist import Digits
+from data.pixels import to_model, to_uint8
+from PIL import Image
+
+LOSSES = ("bce", "hinge")
+EXPLODED = 1e4  # a loss this large means training has diverged
+CSV_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
+LOG_EVERY = 20  # steps per CSV row
+# Training defaults per architecture: the tutorial's are those of the Keras original.
+TRAIN_PRESETS = {
+    "dcgan": {"batch_size": 128, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999},
+    "tutorial": {"batch_size": 256, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999},
+}
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    spec: GanSpec = field(default_factory=GanSpec)
+    epochs: int = 5
+    batch_size: int = 128
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    loss: str = "bce"
+    ema: float = 0.999
+    seed: int = 0
+    sample_every: int = 0
+    dataset: str = "mnist"
+    n_real: int | None = None  # a class-balanced labelled subset (classify's, for the same seed); None: all
+
+    def check(self) -> None:
+        problems = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
+            (self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0"),
+            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "Adam betas must be in [0, 1)"),
+            (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
+            (0 <= self.ema < 1, f"ema must be in [0, 1) (0 turns it off), got {self.ema}"),
+            (self.sample_every >= 0, f"sample-every must be >= 0, got {self.sample_every}"),
+            (self.spec.nz >= 1 and self.spec.g_width >= 1 and self.spec.d_width >= 1, "latent size and widths must be >= 1"),
+        ]
+        for ok, message in problems:
+            if not ok:
+                raise InputError(message)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "spec": self.spec.as_dict()}
+
+    @staticmethod
+    def from_dict(d: dict) -> "GanConfig":
+        return GanConfig(**{**d, "spec": GanSpec(**d["spec"])})
+
+
+@dataclass
+class Outcome:
+    stopped: str  # "finished", "interrupted", "time budget" or "diverged"
+    step: int
+    epoch: int
+    seconds: float
+    images_per_s: float
+    message: str = ""
+
+
+class GanRun:
+    """One training run in a folder: models, optimisers, position, and the files it writes."""
+
+    def __init__(self, folder: Path, config: GanConfig, data: Digits):
+        self.folder, self.config, self.data = folder, config, data
+        spec = config.spec
+        torch.manual_seed(config.seed)
+        self.g, self.d = Generator(spec), Discriminator(spec)
+        self.g_ema = copy.deepcopy(self.g).eval() if config.ema else None
+        self.opt_g = torch.optim.Adam(self.g.parameters(), config.lr_g, betas=(config.beta1, config.beta2))
+        self.opt_d = torch.optim.Adam(self.d.parameters(), config.lr_d, betas=(config.beta1, config.beta2))
+        self.noise = torch.Generator().manual_seed(config.seed + 1)
+        self.step = self.epoch = self.position = 0  # position: batches done inside the current epoch
+        fixed = torch.Generator().manual_seed(config.seed + 2)
+        self.fixed_z = torch.randn(100, spec.nz, generator=fixed)
+        self.fixed_y = torch.arange(10).repeat_interleave(10) if spec.conditional else None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data) // self.config.batch_size
+
+    def sampler(self) -> Generator:
+        return self.g_ema if self.g_ema is not None else self.g
+
+    def state(self) -> dict:
+        return {
+            "config": self.config.as_dict(), "g": self.g.state_dict(), "d": self.d.state_dict(),
+            "g_ema": self.g_ema.state_dict() if self.g_ema is not None else None,
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "step": self.step, "epoch": self.epoch, "position": self.position,
+            "noise_rng": self.noise.get_state(), "torch_rng": torch.get_rng_state(),
+        }
+
+    def restore(self, state: dict) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        if self.g_ema is not None:
+            self.g_ema.load_state_dict(state["g_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.noise.set_state(state["noise_rng"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def checkpoint(self) -> None:
+        save_training(self.folder / "checkpoint.pt", self.state())
+        save_generator(self.folder / "generator.pt", self.config.spec, self.sampler().state_dict(),
+                       {"run": self.config.as_dict(), "step": self.step, "epoch": self.epoch})
+
+    def sample_grid(self) -> None:
+        g = self.sampler()
+        was_training = g.training
+        g.eval()
+        with torch.inference_mode():
+            images = to_uint8(g(self.fixed_z, self.fixed_y))
+        g.train(was_training)
+        save_grid(images, self.folder / "samples" / f"step_{self.step:08d}.png")
+
+    def epoch_order(self) -> torch.Tensor:
+        return torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.config.seed * 100_003 + self.epoch))
+
+    def train_step(self, idx: torch.Tensor) -> dict:
+        cfg = self.config
+        real = to_model(self.data.images[idx])
+        y = self.data.labels[idx] if cfg.spec.conditional else None
+        z = torch.randn(len(idx), cfg.spec.nz, generator=self.noise)
+        fake = self.g(z, y)
+
+        d_real, d_fake = self.d(real, y), self.d(fake.detach(), y)
+        if cfg.loss == "bce":
+            d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        else:
+            d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+
+        g_out = self.d(fake, y)
+        g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out)) if cfg.loss == "bce" else -g_out.mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+
+        if self.g_ema is not None:
+            with torch.no_grad():
+                for e, p in zip(self.g_ema.parameters(), self.g.parameters()):
+                    e.lerp_(p, 1 - cfg.ema)
+                for e, b in zip(self.g_ema.buffers(), self.g.buffers()):
+                    e.copy_(b)
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
+                "d_real": torch.sigmoid(d_real).mean().item(), "d_fake": torch.sigmoid(d_fake).mean().item()}
+
+
+def saved_config(folder: Path, epochs: int) -> GanConfig:
+    """The config of the run saved in `folder`, with a new total of epochs."""
+    saved = GanConfig.from_dict(load_training(folder / "checkpoint.pt")["config"])
+    return GanConfig(**{**saved.__dict__, "epochs": epochs})
+
+
+def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool) -> GanRun:
+    """A fresh run in an empty (or new) folder, or, resuming, the run saved there (config from saved_config)."""
+    config.check()
+    data = train_set
+    if config.n_real is not None:
+        data = train_set.subset(mnist.labelled_subset(train_set.labels, config.n_real, config.seed))
+    if len(data) < config.batch_size:
+        raise InputError(f"batch size {config.batch_size} is larger than the {len(data)} training images")
+    run = GanRun(folder, config, data)
+    if resume:
+        run.restore(load_training(folder / "checkpoint.pt"))
+        _trim_csv(folder / "losses.csv", run.step)
+    else:
+        if folder.exists() and any(folder.iterdir()):
+            raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
+        folder.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) -> Outcome:
+    """Train until the epochs are done, the time budget ends, Ctrl-C, or the losses diverge."""
+    cfg, per_epoch = run.config, run.steps_per_epoch
+    total = cfg.epochs * per_epoch
+    deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
+    start_time, start_step = time.perf_counter(), run.step
+    log = _CsvLog(run.folder / "losses.csv")
+    bar = tqdm(total=total, initial=run.step, desc="gan", unit="step", disable=None if progress else True)
+    if run.step == 0:
+        run.sample_grid()
+    stopped, message = "finished", ""
+    with _CtrlC() as ctrl_c:
+        while run.epoch < cfg.epochs:
+            order = run.epoch_order()
+            while run.position < per_epoch:
+                idx = order[run.position * cfg.batch_size:(run.position + 1) * cfg.batch_size]
+                losses = run.train_step(idx)
+                if not all(math.isfinite(v) and abs(v) < EXPLODED for v in (losses["d_loss"], losses["g_loss"])):
+                    stopped = "diverged"
+                    message = (f"losses diverged at step {run.step + 1} (D {losses['d_loss']:.3g}, G {losses['g_loss']:.3g}); "
+                               f"kept the last good checkpoint {run.folder / 'checkpoint.pt'}: try lower learning rates")
+                    return _finish(run, stopped, message, start_time, start_step, bar, log, save=False)
+                run.step += 1
+                run.position += 1
+                rate = (run.step - start_step) * cfg.batch_size / (time.perf_counter() - start_time)
+                log.add(run.step, run.epoch + 1, losses, rate)
+                bar.update()
+                bar.set_postfix(d=f"{losses['d_loss']:.3f}", g=f"{losses['g_loss']:.3f}", img_s=f"{rate:.0f}")
+                if cfg.sample_every and run.step % cfg.sample_every == 0:
+                    run.sample_grid()
+                if ctrl_c.pressed or time.monotonic() > deadline:
+                    stopped = "interrupted" if ctrl_c.pressed else "time budget"
+                    return _finish(run, stopped, message, start_time, start_step, bar, log)
+            run.epoch += 1
+            run.position = 0
+            run.sample_grid()
+            log.flush()
+            run.checkpoint()
+    return _finish(run, stopped, message, start_time, start_step, bar, log)
+
+
+def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) -> Outcome:
+    bar.close()
+    log.flush()
+    if save:
+        run.checkpoint()
+    if run.step > start_step or stopped == "finished":
+        plot_losses(run.folder / "losses.csv", run.folder / "losses.png")
+        frames = [Image.open(p) for p in sorted((run.folder / "samples").glob("step_*.png"))]
+        save_gif(frames, run.folder / "progress.gif")
+    seconds = time.perf_counter() - start_time
+    rate = (run.step - start_step) * run.config.batch_size / seconds if seconds else 0.0
+    return Outcome(stopped, run.step, run.epoch, seconds, rate, message)
+
+
+class _CtrlC:
+    """Ctrl-C ends training after the current step, so the checkpoint holds whole steps only;
+    a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.pressed = False
+        self.active = threading.current_thread() is threading.main_thread()
+
+    def _handle(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def __enter__(self):
+        if self.active:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+class _CsvLog:
+    """Mean losses every LOG_EVERY steps, appended to losses.csv."""
+
+    def __init__(self, path: Path):
+        self.path, self.rows, self.acc = path, [], []
+
+    def add(self, step: int, epoch: int, losses: dict, rate: float) -> None:
+        self.acc.append(losses)
+        if step % LOG_EVERY == 0:
+            mean = {k: sum(a[k] for a in self.acc) / len(self.acc) for k in losses}
+            self.rows.append({"step": step, "epoch": epoch, **mean, "images_per_s": rate})
+            self.acc = []
+
+    def flush(self) -> None:
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, CSV_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerows(self.rows)
+        self.rows = []
+
+
+def _trim_csv(path: Path, step: int) -> None:
+    """Forget rows logged after the checkpoint we resume from (a diverged run logs past it)."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:1] + [ln for ln in lines[1:] if int(ln.split(",")[0]) <= step]))
