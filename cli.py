@@ -143,6 +143,116 @@ def train(
 
 
 @app.command()
+def generate(
+    generator: Path = typer.Option(Path("runs/gan/generator.pt"), help="A generator.pt written by train."),
+    labeller: Path = typer.Option(Path("runs/classifier.pt"), help="A classifier checkpoint written by classify."),
+    n: int = typer.Option(10000, help="Images to write."),
+    out: Path = typer.Option(Path("data/synthetic/synthetic.h5"), help="HDF5 file to write."),
+    min_confidence: float = typer.Option(0.9, help="Keep only images the labeller is at least this sure of."),
+    balance: bool = typer.Option(False, help="Equal counts per class (gives up, with a message, if a class is too rare)."),
+    digit: Optional[int] = typer.Option(None, help="Conditional generators: draw only this digit."),
+    save_latents: bool = typer.Option(False, help="Also store the noise that drew each image."),
+    seed: int = typer.Option(0, help="Same seed, same images, labels and order."),
+    batch_size: int = typer.Option(1000, help="Images drawn per batch."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+):
+    """Draw digits, pseudo-label them, keep the confident ones, write an HDF5 synthetic dataset."""
+    from augment.pipeline import GenerateConfig, generate as run_generate
+    from classifier.train import use_all_cores
+
+    config = GenerateConfig(n=n, min_confidence=min_confidence, balance=balance, seed=seed, batch_size=batch_size,
+                            save_latents=save_latents, digit=digit)
+    use_all_cores()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = run_generate(generator, labeller, out, config, overwrite)
+    typer.echo(f"wrote {out}: {report.kept:,} images, {report.kept / report.seconds:,.0f} images/s written")
+    typer.echo(f"kept {report.kept:,} of {report.drawn:,} drawn ({report.kept / report.drawn:.1%}) at confidence >= {min_confidence}")
+    if report.agreement is not None:
+        typer.echo(f"the labeller agrees with the requested class on {report.agreement:.1%} of all drawn images")
+    typer.echo("class histogram: " + "  ".join(f"{c}: {k:,}" for c, k in enumerate(report.class_counts)))
+
+
+@app.command()
+def interpolate(
+    generator: Path = typer.Option(Path("runs/gan/generator.pt"), help="A generator.pt written by train."),
+    out: Path = typer.Option(Path("runs/interpolation.png"), help=".png for a grid, .gif for an animation."),
+    rows: int = typer.Option(8, help="Interpolations (grid rows, or latents visited in turn by the GIF)."),
+    steps: int = typer.Option(10, help="Images per interpolation."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds of the latents to visit, in order [default: random]."),
+    digit: Optional[int] = typer.Option(None, help="Conditional generators: interpolate this digit [default: row i draws i % 10]."),
+    digit_grid: bool = typer.Option(False, help="Conditional generators: a digit-by-style grid (rows styles, columns 0-9)."),
+    seed: int = typer.Option(0, help="Seed of the random latents."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+):
+    """Walk the latent space: spherical interpolations as a grid or GIF, or a digit-by-style grid."""
+    import torch
+
+    from augment import explore
+    from augment.checkpoint import load_generator
+    from augment.images import grid_image, save_gif, save_grid
+
+    if out.suffix not in (".png", ".gif"):
+        raise InputError(f"{out}: choose a .png or .gif output")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists: pass --overwrite to replace it")
+    if rows < 1 or steps < 2:
+        raise InputError("need --rows >= 1 and --steps >= 2")
+    try:
+        visit = [int(s) for s in seeds.split(",")] if seeds else list(range(seed * 1000, seed * 1000 + rows + 1))
+    except ValueError:
+        raise InputError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    if len(visit) < 2:
+        raise InputError("--seeds needs at least two seeds")
+    g, _ = load_generator(generator)
+    if (digit_grid or digit is not None) and not g.spec.conditional:
+        raise InputError("--digit and --digit-grid need a conditional generator (train --conditional)")
+    z = explore.latents(g.spec.nz, visit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if digit_grid:
+        save_grid(explore.digit_by_style(g, z[:rows]), out if out.suffix == ".png" else out.with_suffix(".png"))
+        typer.echo(f"wrote {out.with_suffix('.png')}: {min(rows, len(z))} styles x digits 0-9")
+        return
+    pairs = len(visit) - 1
+    digits = None
+    if g.spec.conditional:
+        digits = torch.full((pairs,), digit) if digit is not None else torch.arange(pairs) % 10
+    images = explore.interpolation(g, z[:-1], z[1:], steps, digits)
+    if out.suffix == ".png":
+        save_grid(images, out, nrow=steps)
+        typer.echo(f"wrote {out}: {pairs} interpolations x {steps} steps")
+    else:
+        walk = [i for i in range(len(images)) if i == 0 or i % steps]  # each segment starts where the last ended
+        save_gif([grid_image(images[i:i + 1], 1, scale=6) for i in walk], out, ms_per_frame=80)
+        typer.echo(f"wrote {out}: {len(walk)} frames through {len(visit)} latents")
+
+
+@app.command()
+def show(
+    file: Path = typer.Argument(..., help="An HDF5 synthetic dataset."),
+    out: Optional[Path] = typer.Option(None, help="PNG to write [default: FILE with .png]."),
+    per_class: int = typer.Option(16, help="Images per row."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+):
+    """Draw a PNG grid of a synthetic dataset: a row per pseudo-label, images in file (drawing) order."""
+    from augment.images import labelled_rows
+    from data.synthetic import load_synthetic
+
+    out = out or file.with_suffix(".png")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists: pass --overwrite to replace it")
+    if per_class < 1:
+        raise InputError(f"per-class must be >= 1, got {per_class}")
+    data = load_synthetic(file)
+    rows, names = [], []
+    for c in range(10):
+        idx = (data.labels == c).nonzero().squeeze(1)[:per_class]
+        rows.append(data.images[idx])
+        names.append(f"{c}" if len(idx) else f"{c} -")
+    labelled_rows(rows, names, per_class).save(out)
+    typer.echo(f"wrote {out}: up to {per_class} images per class from {len(data):,}")
+
+
+@app.command()
 def info(file: Path = typer.Argument(..., help="An HDF5 synthetic dataset.")):
     """Print a synthetic dataset's attributes, columns and class histogram."""
     from data.synthetic import summary

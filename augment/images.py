@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
 from data.pixels import to_model
@@ -27,3 +27,16 @@ def save_gif(frames: list[Image.Image], path: Path, ms_per_frame: int = 200) -> 
     durations = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * 5]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
     return path
+
+
+def labelled_rows(rows: list[torch.Tensor], names: list[str], columns: int, scale: int = 2) -> Image.Image:
+    """A grid with one row of up to `columns` digits per entry of rows, its name written on the left."""
+    margin = 24 * scale
+    cell = 32 * scale
+    picture = Image.new("L", (margin + columns * cell, len(rows) * cell), color=0)
+    draw = ImageDraw.Draw(picture)
+    for r, (images, name) in enumerate(zip(rows, names)):
+        draw.text((4 * scale, r * cell + cell // 3), name, fill=255)
+        if len(images):
+            picture.paste(grid_image(images[:columns], columns, scale), (margin, r * cell))
+    return picture

@@ -7,6 +7,8 @@ import pytest
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 if SHARED_MNIST.is_dir():  # these machines cannot download; elsewhere data/mnist downloads itself
     os.environ.setdefault("DIGITGEN_DATA_DIR", str(SHARED_MNIST))
+if "DIGITGEN_DATA_DIR" in os.environ:  # absolute, since some tests run from a tmp dir
+    os.environ["DIGITGEN_DATA_DIR"] = str(Path(os.environ["DIGITGEN_DATA_DIR"]).resolve())
 
 from data import mnist  # noqa: E402
 from data.synthetic import SyntheticWriter  # noqa: E402

@@ -1,0 +1,133 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from augment import explore, pipeline, trainer
+from augment.checkpoint import load_generator
+from augment.models import GanSpec
+from classifier import checkpoint, mixing
+from classifier.train import TrainConfig, fit
+from cli import app
+from data.pixels import to_uint8
+from data.synthetic import load_synthetic
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, train):
+    """A briefly trained generator of each kind and a small labeller: real checkpoints, real files."""
+    folder = tmp_path_factory.mktemp("models")
+    digits = train.subset(torch.arange(512))
+    paths = {}
+    for name, conditional in (("plain", False), ("conditional", True)):
+        config = trainer.GanConfig(spec=GanSpec(nz=16, g_width=16, d_width=16, conditional=conditional), epochs=1, batch_size=64)
+        trainer.train(trainer.start(folder / name, config, digits, False), progress=False)
+        paths[name] = folder / name / "generator.pt"
+    labeller, _ = fit(mixing.build(train, 1000, seed=0).train, TrainConfig(epochs=1, min_steps=100), progress=False)
+    paths["labeller"] = folder / "labeller.pt"
+    checkpoint.save(paths["labeller"], labeller, {}, {})
+    return paths
+
+
+def columns(path):
+    with h5py.File(path) as f:
+        return {k: f[k][:] for k in f}
+
+
+def test_generate_writes_a_valid_file_reproducibly(tmp_path, models):
+    args = ["generate", "--generator", models["plain"], "--labeller", models["labeller"], "--n", 300,
+            "--min-confidence", 0.3, "--batch-size", 128, "--save-latents", "--seed", 4]
+    first = run(*args, "--out", tmp_path / "a.h5")
+    assert first.exit_code == 0, first.output
+    assert "wrote" in first.output and "images/s written" in first.output and "class histogram" in first.output
+    run(*args, "--out", tmp_path / "b.h5")
+    a, b = columns(tmp_path / "a.h5"), columns(tmp_path / "b.h5")
+    assert a.keys() == b.keys() == {"images", "labels", "confidence", "probs", "latents"}
+    assert all(np.array_equal(a[k], b[k]) for k in a) and len(a["labels"]) == 300
+    assert (a["confidence"] >= 0.3).all() and np.array_equal(a["labels"], a["probs"].astype(np.float32).argmax(1))
+    data = load_synthetic(tmp_path / "a.h5")
+    assert data.attrs["generator_sha256"] == checkpoint.sha256_of(models["plain"])
+    assert data.attrs["labeller_sha256"] == checkpoint.sha256_of(models["labeller"])
+    assert data.attrs["seed"] == 4 and data.attrs["config"]["n"] == 300 and data.attrs["dataset"] == "mnist"
+    # The latents really drew the images.
+    g, _ = load_generator(models["plain"])
+    with torch.inference_mode():
+        redrawn = to_uint8(g(torch.from_numpy(a["latents"][:5])))
+    assert np.abs(redrawn.numpy().astype(int) - a["images"][:5]).max() <= 1
+
+
+def test_conditional_generator_stores_the_requested_class(tmp_path, models):
+    result = run("generate", "--generator", models["conditional"], "--labeller", models["labeller"], "--n", 200,
+                 "--min-confidence", 0, "--out", tmp_path / "c.h5")
+    assert result.exit_code == 0, result.output
+    assert "the labeller agrees with the requested class on" in result.output
+    c = columns(tmp_path / "c.h5")
+    assert c["condition"].dtype == np.int16 and set(np.unique(c["condition"])) == set(range(10))
+
+
+def test_balance_quotas_are_kept_in_drawing_order():
+    config = pipeline.GenerateConfig(n=25, balance=True)
+    assert pipeline.targets(config).tolist() == [3] * 5 + [2] * 5
+    labels = torch.tensor([1, 1, 1, 2, 1, 2])
+    keep = torch.tensor([True, False, True, True, True, True])
+    room = np.array([0, 2, 1, 0, 0, 0, 0, 0, 0, 0])
+    assert pipeline._within_quota(labels, keep, room).tolist() == [True, True, True, True, False, False]
+
+
+def test_rare_classes_give_a_clear_message_and_no_file(tmp_path, models):
+    out = tmp_path / "bal.h5"
+    result = run("generate", "--generator", models["plain"], "--labeller", models["labeller"], "--n", 50,
+                 "--balance", "--min-confidence", 0.999, "--batch-size", 100, "--out", out)
+    assert result.exit_code == 2 and result.output.startswith("error: classes too rare at confidence >= 0.999")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--min-confidence", 1.5], "min-confidence must be in 0..1"),
+    (["--digit", 3], "--digit needs a conditional generator"),
+    (["--generator", "LABELLER"], "is a 'digitgen-classifier' checkpoint, expected 'digitgen-generator'"),
+])
+def test_generate_refuses_bad_input(tmp_path, models, args, expected):
+    args = [models["labeller"] if a == "LABELLER" else a for a in args]
+    base = {"--generator": models["plain"], "--labeller": models["labeller"], "--out": tmp_path / "x.h5"}
+    for a, v in zip(args[::2], args[1::2]):
+        base[a] = v
+    result = run("generate", "--n", 10, *[x for kv in base.items() for x in kv])
+    assert result.exit_code == 2 and expected in result.output and result.output.count("\n") == 1
+
+
+def test_slerp_ends_at_its_endpoints_and_keeps_the_norm():
+    a, b = explore.latents(32, [1, 2])
+    path = explore.slerp(a[None], b[None], torch.linspace(0, 1, 7))[0]
+    assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
+    norms = path.norm(dim=1)
+    assert norms.min() > 0.9 * min(a.norm(), b.norm())  # a straight line would dip towards the origin
+
+
+def test_interpolate_draws_grids_and_gifs(tmp_path, models):
+    result = run("interpolate", "--generator", models["plain"], "--out", tmp_path / "i.png", "--rows", 3, "--steps", 5)
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "i.png").size == (2 * (5 * 30 + 2), 2 * (3 * 30 + 2))
+    result = run("interpolate", "--generator", models["plain"], "--out", tmp_path / "i.gif", "--seeds", "1,2,3", "--steps", 4)
+    assert result.exit_code == 0 and Image.open(tmp_path / "i.gif").n_frames == 1 + 2 * 3
+    result = run("interpolate", "--generator", models["conditional"], "--out", tmp_path / "d.png", "--digit-grid", "--rows", 4)
+    assert result.exit_code == 0 and Image.open(tmp_path / "d.png").size == (2 * 302, 2 * (4 * 30 + 2))
+    refused = run("interpolate", "--generator", models["plain"], "--out", tmp_path / "e.png", "--digit-grid")
+    assert refused.exit_code == 2 and "need a conditional generator" in refused.output
+
+
+def test_show_draws_a_row_per_class(tmp_path, synthetic_file):
+    result = run("show", synthetic_file, "--per-class", 8)
+    png = synthetic_file.with_suffix(".png")
+    assert result.exit_code == 0, result.output
+    assert Image.open(png).size == (2 * (24 + 8 * 32), 10 * 2 * 32)
+    again = run("show", synthetic_file)
+    assert again.exit_code == 2 and "already exists" in again.output
