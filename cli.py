@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -31,15 +32,15 @@ class OneLineErrors(TyperGroup):
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
                   help="GAN-based data augmentation for digit classifiers.")
 
-DataDir = typer.Option(None, "--data-dir", help="Folder of the four IDX files [default: $DIGITGEN_DATA_DIR, else data/mnist].")
+DataDir = typer.Option(None, "--data-dir", help="Folder of the four IDX files.", show_default="$DIGITGEN_DATA_DIR, else data/mnist")
 Device = typer.Option("auto", help="auto (CUDA if present), cpu or cuda.")
 
 
 @app.command()
 def classify(
-    n_real: Optional[int] = typer.Option(None, help="Class-balanced real labelled images [default: the whole training pool]."),
+    n_real: Optional[int] = typer.Option(None, help="Class-balanced real labelled images.", show_default="the whole training pool"),
     synthetic: Optional[Path] = typer.Option(None, help="HDF5 synthetic dataset to mix in."),
-    ratio: Optional[float] = typer.Option(None, help="Synthetic images per real image [default: 1 with --synthetic]."),
+    ratio: Optional[float] = typer.Option(None, help="Synthetic images per real image.", show_default="1 with --synthetic"),
     augment: str = typer.Option("none", help="none or classical (random affine: rotation, shift, scale, shear)."),
     epochs: int = typer.Option(12, help="Passes over the training set (tiny sets get at least --min-steps updates)."),
     batch_size: int = typer.Option(128, help="Images per step."),
@@ -90,15 +91,15 @@ def train(
     arch: str = typer.Option("dcgan", help="dcgan (fast on CPU) or tutorial (the classic Keras DCGAN)."),
     conditional: bool = typer.Option(False, help="Class-conditional generator and discriminator."),
     n_real: Optional[int] = typer.Option(None, help="Train on this class-balanced labelled subset (the one classify --n-real "
-                                         "draws with the same --seed) [default: all 60,000 train images]."),
-    batch_size: Optional[int] = typer.Option(None, help="[default: 128, tutorial 256]"),
-    lr_g: Optional[float] = typer.Option(None, help="Generator learning rate [default: 2e-4, tutorial 1e-4]."),
-    lr_d: Optional[float] = typer.Option(None, help="Discriminator learning rate [default: 2e-4, tutorial 1e-4]."),
-    beta1: Optional[float] = typer.Option(None, help="Adam beta1 [default: 0.5, tutorial 0.9]."),
-    beta2: Optional[float] = typer.Option(None, help="Adam beta2 [default: 0.999]."),
-    nz: Optional[int] = typer.Option(None, help="Latent size [default: 64, tutorial 100]."),
-    g_width: Optional[int] = typer.Option(None, help="Generator width (channels of the last hidden layer) [default: 64]."),
-    d_width: Optional[int] = typer.Option(None, help="Discriminator width (channels of the first layer) [default: 64]."),
+                                         "draws with the same --seed).", show_default="all 60,000 train images"),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step.", show_default="128, tutorial 256"),
+    lr_g: Optional[float] = typer.Option(None, help="Generator learning rate.", show_default="2e-4, tutorial 1e-4"),
+    lr_d: Optional[float] = typer.Option(None, help="Discriminator learning rate.", show_default="2e-4, tutorial 1e-4"),
+    beta1: Optional[float] = typer.Option(None, help="Adam beta1.", show_default="0.5, tutorial 0.9"),
+    beta2: Optional[float] = typer.Option(None, help="Adam beta2.", show_default="0.999"),
+    nz: Optional[int] = typer.Option(None, help="Latent size.", show_default="64, tutorial 100"),
+    g_width: Optional[int] = typer.Option(None, help="Generator width (channels of the last hidden layer).", show_default="64"),
+    d_width: Optional[int] = typer.Option(None, help="Discriminator width (channels of the first layer).", show_default="64"),
     loss: str = typer.Option("bce", help="bce (non-saturating) or hinge."),
     ema: float = typer.Option(0.999, help="Decay of the generator's weight average used for samples; 0 turns it off."),
     seed: int = typer.Option(0, help="Seed for weights, shuffles and noise."),
@@ -178,8 +179,8 @@ def interpolate(
     out: Path = typer.Option(Path("runs/interpolation.png"), help=".png for a grid, .gif for an animation."),
     rows: int = typer.Option(8, help="Interpolations (grid rows, or latents visited in turn by the GIF)."),
     steps: int = typer.Option(10, help="Images per interpolation."),
-    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds of the latents to visit, in order [default: random]."),
-    digit: Optional[int] = typer.Option(None, help="Conditional generators: interpolate this digit [default: row i draws i % 10]."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds of the latents to visit, in order.", show_default="random"),
+    digit: Optional[int] = typer.Option(None, help="Conditional generators: interpolate this digit.", show_default="row i draws i % 10"),
     digit_grid: bool = typer.Option(False, help="Conditional generators: a digit-by-style grid (rows styles, columns 0-9)."),
     seed: int = typer.Option(0, help="Seed of the random latents."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
@@ -229,7 +230,7 @@ def interpolate(
 @app.command()
 def show(
     file: Path = typer.Argument(..., help="An HDF5 synthetic dataset."),
-    out: Optional[Path] = typer.Option(None, help="PNG to write [default: FILE with .png]."),
+    out: Optional[Path] = typer.Option(None, help="PNG to write.", show_default="FILE with .png"),
     per_class: int = typer.Option(16, help="Images per row."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
 ):
@@ -250,6 +251,151 @@ def show(
         names.append(f"{c}" if len(idx) else f"{c} -")
     labelled_rows(rows, names, per_class).save(out)
     typer.echo(f"wrote {out}: up to {per_class} images per class from {len(data):,}")
+
+
+@app.command()
+def evaluate(
+    source: Path = typer.Argument(..., help="A generator.pt written by train, or an HDF5 synthetic dataset."),
+    n: int = typer.Option(10000, help="Samples to draw (generator) or read (HDF5, its first rows)."),
+    labeller: Optional[Path] = typer.Option(None, help="Unconditional generators: the classifier that labels samples "
+                                            "for CAS.", show_default="the reference classifier"),
+    cas: bool = typer.Option(True, help="Also train a classifier on the samples alone (CAS; about 30 s)."),
+    seed: int = typer.Option(0, help="Seed of the samples and of the real floor subset."),
+    out: Optional[Path] = typer.Option(None, help="Also write the figures as JSON here."),
+    data_dir: Optional[Path] = DataDir,
+):
+    """FID, KID, precision/recall, label entropy and CAS of a generator or dataset, beside the real floor."""
+    from augment import quality
+    from augment.checkpoint import load_generator
+    from augment.pipeline import draw
+    from classifier import checkpoint as classifier_checkpoint
+    from classifier.train import TrainConfig, predict_proba, use_all_cores
+    from data import mnist
+    from data.synthetic import load_synthetic
+
+    if n < 2:
+        raise InputError(f"n must be >= 2, got {n}")
+    use_all_cores()
+    reference = classifier_checkpoint.load_reference()
+    if source.suffix in (".h5", ".hdf5"):
+        data = load_synthetic(source, limit=n)
+        images, labels, dataset, how = data.images, data.labels, data.attrs["dataset"], "its pseudo-labels"
+    else:
+        g, payload = load_generator(source)
+        images, labels = draw(g, n, seed)
+        dataset, how = payload["info"]["run"]["dataset"], "the classes asked for"
+        if labels is None:
+            labeller_model = classifier_checkpoint.load(labeller)[0] if labeller else reference
+            labels = predict_proba(labeller_model, images).argmax(1)
+            how = f"labels from {labeller or 'the reference classifier'}"
+    test, train = mnist.load("test", dataset, data_dir), mnist.load("train", dataset, data_dir)
+    floor_set = train.subset(mnist.labelled_subset(train.labels, len(images), seed))
+    cas_config = TrainConfig(seed=seed) if cas else None
+    typer.echo(f"{source}: {len(images):,} samples vs the {len(test):,} real test images; CAS trains on {how}")
+    found = quality.measure(images, labels, test, reference, cas_config)
+    floor = quality.measure(floor_set.images, floor_set.labels, test, reference, cas_config)
+    rows = [("FID", "fid", ".2f"), ("KID x 1000", "kid", ".3f"), ("precision", "precision", ".3f"),
+            ("recall", "recall", ".3f"), ("label entropy (bits)", "label_entropy_bits", ".3f"), ("CAS", "cas", ".4f")]
+    typer.echo(f"{'':22}{'samples':>10}{'real floor':>12}")
+    for name, key, fmt in rows:
+        a, b = getattr(found, key), getattr(floor, key)
+        if key == "kid":
+            a, b = a * 1000, b * 1000
+        typer.echo(f"{name:22}{'-' if a is None else format(a, fmt):>10}{'-' if b is None else format(b, fmt):>12}")
+    typer.echo("predicted labels: " + "  ".join(f"{c}: {s:.1%}" for c, s in enumerate(found.label_shares)))
+    typer.echo(f"(floor: {len(floor_set):,} real train images, class-balanced, seed {seed}, under the same features)")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"source": str(source), "samples": found.as_dict(), "floor": floor.as_dict()}, indent=2) + "\n")
+        typer.echo(f"wrote {out}")
+
+
+def _numbers(text: str, kind, name: str) -> tuple:
+    try:
+        return tuple(kind(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def _describe_gan(attrs: dict) -> str:
+    """How the pool's generator was trained, from the generator.json beside it (when still there)."""
+    head = f"generator sha256 {attrs['generator_sha256'][:16]}..."
+    sidecar = Path(attrs["config"].get("generator", "unknown")).with_suffix(".json")
+    if not sidecar.is_file():
+        return f"{head} (no {sidecar} here: how it was trained is not known)"
+    info = json.loads(sidecar.read_text())
+    run, spec = info["run"], info["spec"]
+    images = f"{run['n_real']:,} labelled" if run["n_real"] else "all 60,000"
+    labels = "with their labels (conditional)" if spec["conditional"] else "without labels"
+    return f"{head}: {spec['arch']} GAN trained {info['step']:,} steps on {images} {run['dataset']} train images {labels}"
+
+
+@app.command()
+def benchmark(
+    synthetic: Path = typer.Option(..., help="HDF5 pool of GAN samples (generate --min-confidence 0: every image "
+                                   "is relabelled here, its labels are ignored)."),
+    sizes: Optional[str] = typer.Option(None, help="Real labelled sizes.", show_default="100,1000,10000,60000"),
+    ratios: Optional[str] = typer.Option(None, help="Synthetic:real ratios.", show_default="0.5,1,2,4"),
+    seeds: Optional[int] = typer.Option(None, help="Seeds per row (0, 1, ...).", show_default="3"),
+    relabel_rounds: int = typer.Option(0, help="Also a self-training row: relabel with the last classifier and retrain, K times."),
+    min_confidence: float = typer.Option(0.9, help="Mix in only images the labeller is at least this sure of."),
+    min_steps: int = typer.Option(600, help="Fewest optimiser steps per classifier (the budget is 12 epochs of the real subset, at least this)."),
+    quick: bool = typer.Option(False, help="A reduced sweep: sizes 100 and 1,000, ratio 1, 2 seeds, 300-step budget."),
+    out: Path = typer.Option(Path("runs/benchmark"), help="Folder for rows.csv, summary.csv, report.md, accuracy.png."),
+    overwrite: bool = typer.Option(False, help="Start afresh, discarding the rows already in --out."),
+    data_dir: Optional[Path] = DataDir,
+):
+    """Sweep real sizes x augmentations x seeds, test every classifier on real test, report and plot."""
+    from dataclasses import replace
+
+    from classifier import benchmark as bench
+    from classifier import report
+    from classifier.train import use_all_cores
+    from data import mnist
+    from data.synthetic import load_synthetic
+
+    given = {"sizes": sizes and _numbers(sizes, int, "sizes"), "ratios": ratios and _numbers(ratios, float, "ratios"),
+             "seeds": seeds and tuple(range(seeds))}
+    if quick and (any(given.values()) or min_steps != 600):
+        raise InputError("--quick fixes sizes, ratios, seeds and min-steps: drop them or drop --quick")
+    if not quick:
+        given["min_steps"] = min_steps
+    sweep = replace(bench.QUICK if quick else bench.Sweep(), relabel_rounds=relabel_rounds, min_confidence=min_confidence,
+                    **{k: v for k, v in given.items() if v})
+    pool = load_synthetic(synthetic, limit=1)
+    dataset = pool.attrs["dataset"]
+    if overwrite:
+        for name in ("rows.csv", "sweep.json"):
+            (out / name).unlink(missing_ok=True)
+    threads = use_all_cores()
+    train, test = mnist.load("train", dataset, data_dir), mnist.load("test", dataset, data_dir)
+    typer.echo(f"benchmark -> {out} ({threads} threads): sizes {list(sweep.sizes)}, ratios {list(sweep.ratios)}, "
+               f"seeds {list(sweep.seeds)}; rows already in {out / 'rows.csv'} are kept")
+
+    def show(row: dict) -> None:
+        typer.echo(f"  {row['size']:>6,} real  {row['variant']:<20} ratio {row['ratio']:<4g} seed {row['seed']}: "
+                   f"{row['accuracy']:.4f}  ({row['steps']:,} steps, {row['seconds']:.0f} s)")
+
+    start = time.perf_counter()
+    rows = bench.run(sweep, synthetic, train, test, out, dataset, on_row=show)
+    table = report.summarise(rows)
+    header = "\n".join([
+        f"# Augmentation benchmark ({dataset})", "",
+        f"- Synthetic pool: `{synthetic}`, {_describe_gan(pool.attrs)}. " + (
+            "Generated with --min-confidence 0: no other labeller selected it." if not pool.attrs["min_confidence"] else
+            f"Caution: generated with --min-confidence {pool.attrs['min_confidence']}, so labeller sha256 "
+            f"{pool.attrs['labeller_sha256'][:16]}... pre-selected it; generate with --min-confidence 0 for a clean comparison."),
+        f"- Labeller: for each real size and seed, the `classical` row's classifier, trained on that labelled subset "
+        f"alone, labels every synthetic and unlabelled real image; only those at confidence >= {sweep.min_confidence} are mixed in.",
+        f"- Budget: every classifier of a size takes the same number of steps of batch 128: {sweep.epochs} epochs of "
+        f"the real subset, at least {sweep.min_steps}, whatever is mixed in. Tested on the {len(test):,} real test images.",
+        f"- Gain: paired by seed (a seed draws the same labelled subset in every row), t interval over {len(sweep.seeds)} seeds.",
+    ])
+    table.to_csv(out / "summary.csv", index=False)
+    (out / "report.md").write_text(report.markdown(table, header))
+    report.plot(table, out / "accuracy.png")
+    typer.echo(report.markdown(table, header))
+    typer.echo(f"{len(rows)} rows, {time.perf_counter() - start:.0f} s this run; wrote {out}/rows.csv, summary.csv, report.md, accuracy.png")
 
 
 @app.command()

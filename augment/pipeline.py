@@ -129,3 +129,15 @@ def _shortfall(counts, quota, config: GenerateConfig, drawn: int) -> str:
     short = [f"{c} ({counts[c]:,}/{quota[c]:,})" for c in range(10) if counts[c] < quota[c]]
     return (f"classes too rare at confidence >= {config.min_confidence} after drawing {drawn:,}: "
             f"{', '.join(short)}; lower --min-confidence or drop --balance")
+
+
+@torch.inference_mode()
+def draw(g, n: int, seed: int, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n uint8 images from a generator, seeded; a conditional one is asked for classes 0-9 in turn
+    (returned too), an unconditional one returns None for them."""
+    noise = torch.Generator().manual_seed(seed)
+    images, asked = [], torch.arange(n) % 10 if g.spec.conditional else None
+    for i in range(0, n, batch_size):
+        z = torch.randn(min(batch_size, n - i), g.spec.nz, generator=noise)
+        images.append(to_uint8(g(z, None if asked is None else asked[i:i + len(z)])))
+    return torch.cat(images), asked

@@ -69,3 +69,16 @@ def load(path: str | Path) -> tuple[DigitCNN, dict]:
     except (RuntimeError, KeyError) as e:
         raise InputError(f"{path}: weights do not fit {ARCH} ({str(e).splitlines()[0]})") from None
     return model.to(memory_format=torch.channels_last).eval(), payload
+
+
+REFERENCE = Path(__file__).parent / "weights" / "reference.pt"
+REFERENCE_SHA256 = "PENDING"
+
+
+def load_reference() -> DigitCNN:
+    """The pinned reference classifier, whose features every quality metric is computed on. Its sha256
+    is checked so that figures from different machines stay comparable."""
+    if not REFERENCE.is_file() or sha256_of(REFERENCE) != REFERENCE_SHA256:
+        raise InputError(f"{REFERENCE}: missing or not the pinned reference classifier (sha256 {REFERENCE_SHA256[:16]}...); "
+                         f"restore it from git")
+    return load(REFERENCE)[0]

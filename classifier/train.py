@@ -21,7 +21,8 @@ AUGMENTATIONS = ("none", "classical")
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. An epoch is one pass over the training set, but at least min_steps / epochs
-    steps, so tiny labelled sets still get a fixed minimum budget of updates."""
+    steps, so tiny labelled sets still get a fixed minimum budget of updates. `steps`, when given,
+    fixes the number of updates whatever the set size (the benchmark's equal-compute budget)."""
 
     epochs: int = 12
     batch_size: int = 128
@@ -29,6 +30,14 @@ class TrainConfig:
     min_steps: int = 600
     augment: str = "none"
     seed: int = 0
+    steps: int | None = None
+
+    def total_steps(self, n: int) -> int:
+        """Optimiser steps for a training set of n images."""
+        if self.steps is not None:
+            return self.steps
+        per_epoch = max(math.ceil(n / min(self.batch_size, n)), math.ceil(self.min_steps / self.epochs))
+        return per_epoch * self.epochs
 
     def check(self) -> None:
         if self.epochs < 1:
@@ -37,6 +46,8 @@ class TrainConfig:
             raise InputError(f"batch size must be >= 2, got {self.batch_size}")
         if not self.lr > 0:
             raise InputError(f"learning rate must be > 0, got {self.lr}")
+        if self.steps is not None and self.steps < 1:
+            raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.augment not in AUGMENTATIONS:
             raise InputError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
 
@@ -76,8 +87,8 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
     generator = torch.Generator().manual_seed(config.seed)
     model = DigitCNN().to(dev, memory_format=torch.channels_last)
     batch = min(config.batch_size, len(train))
-    per_epoch = max(math.ceil(len(train) / batch), math.ceil(config.min_steps / config.epochs))
-    steps = per_epoch * config.epochs
+    steps = config.total_steps(len(train))
+    per_epoch = math.ceil(steps / config.epochs)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=steps)
     batches = _batches(len(train), batch, generator)
@@ -97,9 +108,10 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
         schedule.step()
         loss_sum += loss.detach().cpu()
         bar.update()
-        if step % per_epoch == 0:
+        if step % per_epoch == 0 or step == steps:
             seconds = time.perf_counter() - start
-            row = {"epoch": step // per_epoch, "step": step, "loss": loss_sum.item() / per_epoch,
+            since = step - (history[-1]["step"] if history else 0)
+            row = {"epoch": math.ceil(step / per_epoch), "step": step, "loss": loss_sum.item() / since,
                    "seconds": seconds, "images_per_s": step * batch / seconds}
             if val is not None:
                 row["val_accuracy"] = evaluate(model, val, dev)

@@ -1,0 +1,170 @@
+"""The augmentation benchmark: real labelled sizes x augmentations x seeds, each classifier tested on the
+real test set. Honest by construction: per (size, seed), one labeller trained on the labelled subset alone
+labels everything mixed in (the pool file's own labels are ignored), and every classifier of a size gets
+the same number of optimiser steps (its real-only budget), whatever is mixed in. Rows are appended to a
+CSV as they finish, so an interrupted sweep resumes where it stopped."""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from classifier.checkpoint import sha256_of
+from classifier.train import TrainConfig, evaluate, fit, predict_proba
+from data import mnist
+from data.errors import InputError
+from data.mnist import Digits
+from data.synthetic import load_synthetic
+
+VARIANTS = {
+    "real": "real labelled images only",
+    "classical": "real + classical affine augmentation (this classifier is the labeller)",
+    "synthetic": "real + GAN samples labelled by the labeller",
+    "synthetic+classical": "the same, with classical augmentation",
+    "pseudo-real": "real + the other real train images, without their labels, labelled by the labeller",
+    "self-training": "synthetic+classical after K rounds of relabelling with the last classifier",
+}
+COLUMNS = ["size", "variant", "ratio", "seed", "accuracy", "errors", "n_real", "n_extra", "steps", "seconds"]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    sizes: tuple[int, ...] = (100, 1000, 10000, 60000)
+    ratios: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    relabel_rounds: int = 0
+    min_confidence: float = 0.9
+    epochs: int = 12
+    min_steps: int = 600
+
+    def check(self, train_size: int) -> None:
+        if not self.sizes or not all(0 < s <= train_size for s in self.sizes):
+            raise InputError(f"sizes must be in 1..{train_size}, got {list(self.sizes)}")
+        if not self.ratios or not all(0 < r <= 100 for r in self.ratios):
+            raise InputError(f"ratios must be in (0, 100], got {list(self.ratios)}")
+        if not self.seeds:
+            raise InputError("need at least one seed")
+        if self.relabel_rounds < 0 or not 0 <= self.min_confidence < 1:
+            raise InputError("relabel-rounds must be >= 0 and min-confidence in [0, 1)")
+
+    def config(self, size: int, augment: str, seed: int) -> TrainConfig:
+        """The size's real-only budget (epochs over the real subset, at least min_steps), fixed in steps."""
+        steps = TrainConfig(epochs=self.epochs, min_steps=self.min_steps).total_steps(size)
+        return TrainConfig(epochs=self.epochs, min_steps=self.min_steps, augment=augment, seed=seed, steps=steps)
+
+
+QUICK = Sweep(sizes=(100, 1000), ratios=(1.0,), seeds=(0, 1), min_steps=300)
+
+
+def read_rows(folder: Path, identity: dict) -> pd.DataFrame:
+    """Rows already done in folder, after checking they belong to this very sweep."""
+    saved = folder / "sweep.json"
+    if saved.is_file():
+        if json.loads(saved.read_text()) != identity:
+            raise InputError(f"{folder} holds another sweep (see its sweep.json): choose another --out or pass --overwrite")
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(identity, indent=2) + "\n")
+    rows = folder / "rows.csv"
+    return pd.read_csv(rows) if rows.is_file() else pd.DataFrame(columns=COLUMNS)
+
+
+def identity(sweep: Sweep, pool: Path, dataset: str) -> dict:
+    return {"sweep": asdict(sweep), "pool": str(pool), "pool_sha256": sha256_of(pool), "dataset": dataset}
+
+
+class _Cell:
+    """One (size, seed): its labelled subset, labeller and rows, training only what is not done yet."""
+
+    def __init__(self, sweep: Sweep, size: int, seed: int, train: Digits, test: Digits, pool: torch.Tensor,
+                 done: set, record):
+        self.sweep, self.size, self.seed, self.test, self.pool, self.done, self.record = \
+            sweep, size, seed, test, pool, done, record
+        labelled = mnist.balanced_subset(train.labels, torch.arange(len(train)), size, seed)
+        self.real = train.subset(labelled)
+        others = torch.ones(len(train), dtype=torch.bool)
+        others[labelled] = False
+        self.unlabelled = train.images[others]
+
+    def key(self, variant: str, ratio: float) -> tuple:
+        return (self.size, variant, float(ratio), self.seed)
+
+    def row(self, variant: str, ratio: float, data: Digits, augment: str, needed: bool = False):
+        """Train and record a row unless it is done; returns the model when trained (or needed later)."""
+        if self.key(variant, ratio) in self.done and not needed:
+            return None
+        config = self.sweep.config(self.size, augment, self.seed)
+        start = time.perf_counter()
+        model, _ = fit(data, config, progress=False)
+        if self.key(variant, ratio) not in self.done:
+            accuracy = evaluate(model, self.test)
+            self.record({"size": self.size, "variant": variant, "ratio": float(ratio), "seed": self.seed,
+                         "accuracy": accuracy, "errors": round((1 - accuracy) * len(self.test)),
+                         "n_real": len(self.real), "n_extra": len(data) - len(self.real), "steps": config.steps,
+                         "seconds": round(time.perf_counter() - start, 1)})
+        return model
+
+    def mixed(self, images: torch.Tensor, probs: torch.Tensor, ratio: float, source: str) -> Digits:
+        """The real subset plus round(ratio * size) images the labeller is confident about, in seeded order."""
+        want = round(ratio * self.size)
+        confidence, labels = probs.max(1)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+        pick = order[confidence[order] >= self.sweep.min_confidence][:want]
+        if len(pick) < want:
+            raise InputError(f"only {len(pick):,} {source} images reach confidence {self.sweep.min_confidence} under the "
+                             f"labeller of {self.size:,} real images (seed {self.seed}); ratio {ratio:g} needs {want:,}: "
+                             f"use a larger pool or a lower --min-confidence")
+        return Digits(torch.cat([self.real.images, images[pick]]), torch.cat([self.real.labels, labels[pick]]))
+
+    def run(self) -> None:
+        sweep, ratios = self.sweep, self.sweep.ratios
+        has_pseudo = len(self.unlabelled) > 0
+        later = [self.key(v, r) for r in ratios for v in ("synthetic", "synthetic+classical")]
+        later += [self.key("pseudo-real", r) for r in ratios if has_pseudo]
+        later += [self.key("self-training", r) for r in ratios if sweep.relabel_rounds]
+        self.row("real", 0, self.real, "none")
+        labeller = self.row("classical", 0, self.real, "classical", needed=any(k not in self.done for k in later))
+        if labeller is None:
+            return
+        synthetic_probs = predict_proba(labeller, self.pool)
+        pseudo_probs = predict_proba(labeller, self.unlabelled) if has_pseudo else None
+        for ratio in ratios:
+            mix = self.mixed(self.pool, synthetic_probs, ratio, "synthetic")
+            self.row("synthetic", ratio, mix, "none")
+            self_training = sweep.relabel_rounds and self.key("self-training", ratio) not in self.done
+            model = self.row("synthetic+classical", ratio, mix, "classical", needed=self_training)
+            if has_pseudo:
+                self.row("pseudo-real", ratio, self.mixed(self.unlabelled, pseudo_probs, ratio, "unlabelled real"), "none")
+            if self_training:  # relabel with the last classifier, retrain; K times
+                for _ in range(sweep.relabel_rounds - 1):
+                    relabelled = self.mixed(self.pool, predict_proba(model, self.pool), ratio, "synthetic")
+                    model, _ = fit(relabelled, sweep.config(self.size, "classical", self.seed), progress=False)
+                relabelled = self.mixed(self.pool, predict_proba(model, self.pool), ratio, "synthetic")
+                self.row("self-training", ratio, relabelled, "classical")
+
+
+def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path, dataset: str,
+        on_row=lambda row: None) -> pd.DataFrame:
+    """Run every row of the sweep not yet in folder/rows.csv; returns all rows."""
+    sweep.check(len(train))
+    rows = read_rows(folder, identity(sweep, pool_path, dataset))
+    pool = load_synthetic(pool_path).images
+    need = round(max(sweep.ratios) * max(sweep.sizes))
+    if len(pool) < need:
+        raise InputError(f"{pool_path}: holds {len(pool):,} images; ratio {max(sweep.ratios):g} x {max(sweep.sizes):,} "
+                         f"real needs at least {need:,} (before the confidence filter)")
+    done = {(r.size, r.variant, float(r.ratio), r.seed) for r in rows.itertuples()}
+    csv = folder / "rows.csv"
+
+    def record(row: dict) -> None:
+        pd.DataFrame([row], columns=COLUMNS).to_csv(csv, mode="a", header=not csv.is_file(), index=False)
+        done.add((row["size"], row["variant"], row["ratio"], row["seed"]))
+        on_row(row)
+
+    for size in sweep.sizes:
+        for seed in sweep.seeds:
+            _Cell(sweep, size, seed, train, test, pool, done, record).run()
+    return pd.read_csv(csv)

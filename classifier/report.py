@@ -1,0 +1,72 @@
+"""The benchmark's answer: mean +- std per row, the gain over real-only with a 95% confidence interval
+(paired by seed: the same seed draws the same labelled subset), as CSV, Markdown and a plot."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from classifier.benchmark import VARIANTS  # noqa: E402
+
+
+def summarise(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per (size, variant, ratio): accuracy mean and std over seeds, and the paired gain
+    over the 'real' row of the same size and seed, with the half-width of its 95% t interval."""
+    base = rows[rows.variant == "real"].set_index(["size", "seed"]).accuracy
+    lines = []
+    for (size, variant, ratio), group in rows.groupby(["size", "variant", "ratio"], sort=False):
+        gains = (group.set_index(["size", "seed"]).accuracy - base).dropna().to_numpy()
+        n = len(gains)
+        half = stats.t.ppf(0.975, n - 1) * gains.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+        lines.append({"size": size, "variant": variant, "ratio": ratio, "seeds": len(group),
+                      "accuracy_mean": group.accuracy.mean(), "accuracy_std": group.accuracy.std(ddof=1),
+                      "gain_mean": gains.mean() if n else np.nan, "gain_ci95": half})
+    table = pd.DataFrame(lines)
+    table["order"] = table.variant.map(list(VARIANTS).index)
+    return table.sort_values(["size", "order", "ratio"]).drop(columns="order").reset_index(drop=True)
+
+
+def _percent(mean: float, spread: float, signed: bool = False) -> str:
+    if np.isnan(mean):
+        return "-"
+    text = f"{100 * mean:+.2f}" if signed else f"{100 * mean:.2f}"
+    return text + ("" if np.isnan(spread) else f" +- {100 * spread:.2f}")
+
+
+def markdown(table: pd.DataFrame, header: str) -> str:
+    lines = [header, "", "| real labelled | augmentation | synthetic:real | test accuracy % (mean +- std) "
+             "| gain over real-only, points (95% CI) | seeds |", "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    for r in table.itertuples():
+        gain = "-" if r.variant == "real" else _percent(r.gain_mean, r.gain_ci95, signed=True)
+        lines.append(f"| {r.size:,} | {r.variant} | {r.ratio:g} | {_percent(r.accuracy_mean, r.accuracy_std)} "
+                     f"| {gain} | {r.seeds} |")
+    lines += ["", "Augmentations:"] + [f"- {name}: {text}" for name, text in VARIANTS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: pd.DataFrame, png: Path) -> Path:
+    """Accuracy (logit axis, so 90% and 99.5% both read) against the synthetic ratio, one colour per
+    real size: solid synthetic, dashed synthetic + classical, each starting from its real-only point."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (size, group) in enumerate(table.groupby("size")):
+        colour = f"C{i}"
+        for start, variant, style in (("real", "synthetic", "-"), ("classical", "synthetic+classical", "--")):
+            line = pd.concat([group[group.variant == start], group[group.variant == variant]]).sort_values("ratio")
+            if len(line):
+                ax.errorbar(line.ratio, line.accuracy_mean, yerr=line.accuracy_std.fillna(0), fmt=style + "o",
+                            color=colour, capsize=3, markersize=4,
+                            label=f"{size:,} real" + (" + classical" if start == "classical" else ""))
+    ax.set_yscale("logit")
+    ax.set_xlabel("synthetic images per real image (0 = real only)")
+    ax.set_ylabel("real test accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png

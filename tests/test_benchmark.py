@@ -1,0 +1,81 @@
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from classifier import benchmark, report
+from cli import app
+from conftest import write_synthetic
+from data.errors import InputError
+
+runner = CliRunner()
+TINY = benchmark.Sweep(sizes=(30,), ratios=(1.0, 2.0), seeds=(0, 1), relabel_rounds=1, min_confidence=0.2, epochs=2, min_steps=10)
+
+
+@pytest.fixture(scope="module")
+def small(train, test_digits):
+    """A 400-image training pool, a 1,000-image test set and a pool of 300 other real digits."""
+    return train.subset(torch.arange(400)), test_digits.subset(torch.arange(1000)), train.subset(torch.arange(1000, 1300))
+
+
+def test_sweep_writes_every_row_and_resumes_only_what_is_missing(tmp_path, small):
+    train, test, pool_digits = small
+    pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
+    folder = tmp_path / "bench"
+    rows = benchmark.run(TINY, pool, train, test, folder, "mnist")
+    per_cell = 2 + 4 * len(TINY.ratios)  # real, classical; synthetic, +classical, pseudo-real, self-training per ratio
+    assert len(rows) == per_cell * len(TINY.seeds) and set(rows.variant) == set(benchmark.VARIANTS)
+    assert (rows.steps == TINY.config(30, "none", 0).steps).all()  # one budget for the whole size
+    assert (rows[rows.variant == "synthetic"].n_extra == 30 * rows[rows.variant == "synthetic"].ratio).all()
+    assert rows.accuracy.between(0.3, 1).all()
+
+    csv = folder / "rows.csv"
+    full = pd.read_csv(csv)
+    full.drop(index=[3, len(full) - 1]).to_csv(csv, index=False)  # as if interrupted, two rows lost
+    redone = []
+    again = benchmark.run(TINY, pool, train, test, folder, "mnist", on_row=redone.append)
+    assert len(redone) == 2 and len(again) == len(full)
+    # Same seed, same machine: the retrained rows match the lost ones exactly.
+    key = ["size", "variant", "ratio", "seed"]
+    merged = full.merge(again, on=key, suffixes=("", "_again"))
+    assert (merged.accuracy == merged.accuracy_again).all()
+
+
+def test_a_different_sweep_in_the_same_folder_is_refused(tmp_path, small):
+    train, test, pool_digits = small
+    pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
+    quick = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.2, epochs=1, min_steps=5)
+    benchmark.run(quick, pool, train, test, tmp_path / "bench", "mnist")
+    with pytest.raises(InputError, match="holds another sweep"):
+        benchmark.run(TINY, pool, train, test, tmp_path / "bench", "mnist")
+
+
+def test_a_pool_too_small_for_the_ratio_says_so(tmp_path, small):
+    train, test, pool_digits = small
+    pool = write_synthetic(tmp_path / "pool.h5", pool_digits.subset(torch.arange(50)))
+    with pytest.raises(InputError, match="holds 50 images"):
+        benchmark.run(TINY, pool, train, test, tmp_path / "bench", "mnist")
+
+
+def test_gain_is_paired_by_seed_with_a_t_interval():
+    rows = pd.DataFrame({"size": 100, "variant": ["real"] * 3 + ["synthetic"] * 3, "ratio": [0.0] * 3 + [1.0] * 3,
+                         "seed": [0, 1, 2] * 2, "accuracy": [0.80, 0.90, 0.85, 0.82, 0.93, 0.86]})
+    table = report.summarise(rows)
+    synthetic = table[table.variant == "synthetic"].iloc[0]
+    # gains 0.02, 0.03, 0.01: mean 0.02, sd 0.01, t(0.975, 2) = 4.303
+    assert synthetic.gain_mean == pytest.approx(0.02) and synthetic.gain_ci95 == pytest.approx(4.303 * 0.01 / 3 ** 0.5, rel=1e-3)
+    assert synthetic.accuracy_mean == pytest.approx(0.87) and synthetic.seeds == 3
+    assert "+2.00 +- 2.48" in report.markdown(table, "# t")
+
+
+def test_benchmark_cli_reports_table_and_plot(tmp_path, train, test_digits):
+    pool = write_synthetic(tmp_path / "pool.h5", train.subset(torch.arange(1000, 1100)))
+    args = ["benchmark", "--synthetic", pool, "--sizes", "20", "--ratios", "1", "--seeds", "2", "--min-steps", "10",
+            "--min-confidence", "0.2", "--out", tmp_path / "bench"]
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "| 20 | synthetic | 1 |" in result.output and "gain over real-only" in result.output
+    for name in ("rows.csv", "summary.csv", "report.md", "accuracy.png"):
+        assert (tmp_path / "bench" / name).is_file()
+    bad = runner.invoke(app, [str(a) for a in args[:3]] + ["--quick", "--sizes", "10"])
+    assert bad.exit_code == 2 and "--quick fixes" in bad.output

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from augment import quality
+from classifier.checkpoint import load_reference
+from cli import app
+from conftest import write_synthetic
+
+runner = CliRunner()
+
+
+def gaussian(n, d=16, shift=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * 0.5 + shift
+
+
+def fid_by_eigenvalues(a, b):
+    """FID computed independently: tr sqrt(S1 S2) as the sum of square roots of the eigenvalues of the
+    symmetric sqrt(S1) S2 sqrt(S1), with sqrt(S1) from an eigendecomposition."""
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s1)
+    root1 = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = np.linalg.eigvalsh(root1 @ s2 @ root1)
+    return ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(middle, 0, None)).sum()
+
+
+def test_fid_matches_an_independent_computation():
+    a, b = gaussian(3000, seed=1), gaussian(2000, shift=0.3, seed=2)
+    assert quality.fid(a, b) == pytest.approx(fid_by_eigenvalues(a, b), rel=1e-6)
+    assert quality.fid(a, a) == pytest.approx(0, abs=1e-6)
+    # A pure shift by 1 in each of 16 dimensions adds exactly 16.
+    assert quality.fid(a, a + 1) == pytest.approx(16, rel=1e-6)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_distance():
+    a, b = gaussian(2000, seed=1), gaussian(2000, seed=1)[::-1] + 0  # same points, other order
+    same, _ = quality.kid(a, b, subsets=20, subset_size=500)
+    near, _ = quality.kid(a, gaussian(2000, shift=0.2, seed=3), subsets=20, subset_size=500)
+    far, _ = quality.kid(a, gaussian(2000, shift=1.0, seed=3), subsets=20, subset_size=500)
+    assert abs(same) < near < far
+
+
+def test_precision_recall_see_fidelity_and_coverage_apart():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 8)) * 10
+    real = np.concatenate([c + rng.normal(size=(200, 8)) for c in centres])
+    collapsed = centres[0] + rng.normal(size=(2000, 8))  # good images of one mode only
+    p, r = quality.precision_recall(real, collapsed)
+    assert p > 0.8 and r < 0.2
+    p, r = quality.precision_recall(real, real + 100)  # nothing like the real data
+    assert p == 0 and r == 0
+    p, r = quality.precision_recall(real, real.copy())
+    assert p == 1 and r == 1
+
+
+def test_label_entropy():
+    assert quality.label_distribution(np.arange(1000) % 10)[1] == pytest.approx(np.log2(10))
+    shares, entropy = quality.label_distribution(np.full(50, 3))
+    assert entropy == 0 and shares[3] == 1
+
+
+def test_real_images_score_near_the_floor_and_noise_far_from_it(test_digits):
+    reference = load_reference()
+    real = test_digits.subset(torch.arange(1000))
+    noise = torch.randint(0, 256, (1000, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    good = quality.measure(real.images, real.labels, test_digits, reference, cas_config=None)
+    bad = quality.measure(noise, None, test_digits, reference, cas_config=None)
+    assert good.fid < 5 < 50 < bad.fid and good.precision > 0.9 > 0.1 > bad.precision
+    assert good.label_entropy_bits > 3.2 and good.cas is None
+
+
+def test_evaluate_cli_prints_every_metric_beside_the_floor(tmp_path, test_digits):
+    file = write_synthetic(tmp_path / "real.h5", test_digits.subset(torch.arange(600)))
+    result = runner.invoke(app, ["evaluate", str(file), "--n", "500", "--no-cas", "--out", str(tmp_path / "q.json")])
+    assert result.exit_code == 0, result.output
+    for name in ("FID", "KID x 1000", "precision", "recall", "label entropy (bits)", "CAS", "real floor"):
+        assert name in result.output
+    saved = json.loads((tmp_path / "q.json").read_text())
+    assert saved["samples"]["n"] == saved["floor"]["n"] == 500 and saved["samples"]["cas"] is None
+
+
+def test_evaluate_refuses_a_missing_source(tmp_path):
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "absent.pt")])
+    assert result.exit_code == 2 and "absent.pt" in result.output
