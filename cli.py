@@ -145,7 +145,7 @@ def train(
 
 @app.command()
 def generate(
-    generator: Path = typer.Option(Path("runs/gan/generator.pt"), help="A generator.pt written by train."),
+    generator: Optional[Path] = typer.Option(None, help="A generator.pt written by train.", show_default="the bundled one"),
     labeller: Path = typer.Option(Path("runs/classifier.pt"), help="A classifier checkpoint written by classify."),
     n: int = typer.Option(10000, help="Images to write."),
     out: Path = typer.Option(Path("data/synthetic/synthetic.h5"), help="HDF5 file to write."),
@@ -158,6 +158,7 @@ def generate(
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
 ):
     """Draw digits, pseudo-label them, keep the confident ones, write an HDF5 synthetic dataset."""
+    from augment.checkpoint import BUNDLED
     from augment.pipeline import GenerateConfig, generate as run_generate
     from classifier.train import use_all_cores
 
@@ -165,7 +166,7 @@ def generate(
                             save_latents=save_latents, digit=digit)
     use_all_cores()
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = run_generate(generator, labeller, out, config, overwrite)
+    report = run_generate(generator or BUNDLED, labeller, out, config, overwrite)
     typer.echo(f"wrote {out}: {report.kept:,} images, {report.kept / report.seconds:,.0f} images/s written")
     typer.echo(f"kept {report.kept:,} of {report.drawn:,} drawn ({report.kept / report.drawn:.1%}) at confidence >= {min_confidence}")
     if report.agreement is not None:
@@ -175,7 +176,7 @@ def generate(
 
 @app.command()
 def interpolate(
-    generator: Path = typer.Option(Path("runs/gan/generator.pt"), help="A generator.pt written by train."),
+    generator: Optional[Path] = typer.Option(None, help="A generator.pt written by train.", show_default="the bundled one"),
     out: Path = typer.Option(Path("runs/interpolation.png"), help=".png for a grid, .gif for an animation."),
     rows: int = typer.Option(8, help="Interpolations (grid rows, or latents visited in turn by the GIF)."),
     steps: int = typer.Option(10, help="Images per interpolation."),
@@ -189,7 +190,7 @@ def interpolate(
     import torch
 
     from augment import explore
-    from augment.checkpoint import load_generator
+    from augment.checkpoint import BUNDLED, load_generator
     from augment.images import grid_image, save_gif, save_grid
 
     if out.suffix not in (".png", ".gif"):
@@ -204,7 +205,7 @@ def interpolate(
         raise InputError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     if len(visit) < 2:
         raise InputError("--seeds needs at least two seeds")
-    g, _ = load_generator(generator)
+    g, _ = load_generator(generator or BUNDLED)
     if (digit_grid or digit is not None) and not g.spec.conditional:
         raise InputError("--digit and --digit-grid need a conditional generator (train --conditional)")
     z = explore.latents(g.spec.nz, visit)

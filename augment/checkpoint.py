@@ -8,6 +8,7 @@ from classifier.checkpoint import read_payload, save_atomic
 from data.errors import InputError
 
 TRAINING_KIND, GENERATOR_KIND = "digitgen-gan-training", "digitgen-generator"
+BUNDLED = Path(__file__).parent / "weights" / "generator.pt"  # see weights/README.md for how it was made
 
 
 def save_training(path: Path, state: dict) -> str:

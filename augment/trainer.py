@@ -173,9 +173,12 @@ class GanRun:
         self.opt_g.step()
 
         if self.g_ema is not None:
+            # Warm-up: early on the average would still be mostly the random initial weights
+            # (0.999 ** 800 = 45%), so the decay grows with the step count as in TF's EMA.
+            decay = min(cfg.ema, (1 + self.step) / (10 + self.step))
             with torch.no_grad():
                 for e, p in zip(self.g_ema.parameters(), self.g.parameters()):
-                    e.lerp_(p, 1 - cfg.ema)
+                    e.lerp_(p, 1 - decay)
                 for e, b in zip(self.g_ema.buffers(), self.g.buffers()):
                     e.copy_(b)
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item(),

@@ -63,7 +63,7 @@ def read_rows(folder: Path, identity: dict) -> pd.DataFrame:
     """Rows already done in folder, after checking they belong to this very sweep."""
     saved = folder / "sweep.json"
     if saved.is_file():
-        if json.loads(saved.read_text()) != identity:
+        if json.loads(saved.read_text()) != json.loads(json.dumps(identity)):  # tuples come back as lists
             raise InputError(f"{folder} holds another sweep (see its sweep.json): choose another --out or pass --overwrite")
     else:
         folder.mkdir(parents=True, exist_ok=True)

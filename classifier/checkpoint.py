@@ -72,7 +72,7 @@ def load(path: str | Path) -> tuple[DigitCNN, dict]:
 
 
 REFERENCE = Path(__file__).parent / "weights" / "reference.pt"
-REFERENCE_SHA256 = "PENDING"
+REFERENCE_SHA256 = "74b769b3f0deefcbacc88812eb99f0311fe7d55f4ff11e96539732b9a2efb62b"
 
 
 def load_reference() -> DigitCNN:

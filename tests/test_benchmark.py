@@ -27,7 +27,7 @@ def test_sweep_writes_every_row_and_resumes_only_what_is_missing(tmp_path, small
     assert len(rows) == per_cell * len(TINY.seeds) and set(rows.variant) == set(benchmark.VARIANTS)
     assert (rows.steps == TINY.config(30, "none", 0).steps).all()  # one budget for the whole size
     assert (rows[rows.variant == "synthetic"].n_extra == 30 * rows[rows.variant == "synthetic"].ratio).all()
-    assert rows.accuracy.between(0.3, 1).all()
+    assert rows.accuracy.between(0.15, 1).all()  # 30 images, 10 steps: above chance (0.1), far from good
 
     csv = folder / "rows.csv"
     full = pd.read_csv(csv)
@@ -44,7 +44,7 @@ def test_sweep_writes_every_row_and_resumes_only_what_is_missing(tmp_path, small
 def test_a_different_sweep_in_the_same_folder_is_refused(tmp_path, small):
     train, test, pool_digits = small
     pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
-    quick = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.2, epochs=1, min_steps=5)
+    quick = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.0, epochs=1, min_steps=5)
     benchmark.run(quick, pool, train, test, tmp_path / "bench", "mnist")
     with pytest.raises(InputError, match="holds another sweep"):
         benchmark.run(TINY, pool, train, test, tmp_path / "bench", "mnist")

@@ -63,13 +63,15 @@ def test_label_entropy():
     assert entropy == 0 and shares[3] == 1
 
 
-def test_real_images_score_near_the_floor_and_noise_far_from_it(test_digits):
+def test_real_images_score_near_the_floor_and_noise_far_from_it(train, test_digits):
     reference = load_reference()
-    real = test_digits.subset(torch.arange(1000))
+    real = train.subset(torch.arange(1000))  # unseen by the test set, as a perfect generator's samples would be
     noise = torch.randint(0, 256, (1000, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     good = quality.measure(real.images, real.labels, test_digits, reference, cas_config=None)
     bad = quality.measure(noise, None, test_digits, reference, cas_config=None)
-    assert good.fid < 5 < 50 < bad.fid and good.precision > 0.9 > 0.1 > bad.precision
+    # Measured: real FID 13.7 (small-sample bias; 3.4 at n = 10,000), noise 1,483.
+    assert good.fid < 25 < 500 < bad.fid and good.precision > 0.8 > 0.1 > bad.precision
+    assert good.recall > 0.8 > 0.1 > bad.recall and good.kid < bad.kid / 100
     assert good.label_entropy_bits > 3.2 and good.cas is None
 
 
