@@ -402,7 +402,7 @@ def benchmark(
 @app.command()
 def info(file: Path = typer.Argument(..., help="An HDF5 synthetic dataset.")):
     """Print a synthetic dataset's attributes, columns and class histogram."""
-    from data.synthetic import summary
+    from data.synthetic import CONFIDENCE_EDGES, summary
 
     s = summary(file)
     typer.echo(f"{file}: {s['rows']:,} images")
@@ -414,10 +414,17 @@ def info(file: Path = typer.Argument(..., help="An HDF5 synthetic dataset.")):
     if s["rows"]:
         low, median, high = s["confidence_quantiles"]
         typer.echo(f"confidence: min {low:.3f}, median {median:.3f}, max {high:.3f}")
+        typer.echo("confidence histogram:")
+        for low, high, count in zip(CONFIDENCE_EDGES, CONFIDENCE_EDGES[1:], s["confidence_counts"]):
+            span = f"[{low:g}, {high:g}{']' if high == 1 else ')'}"
+            typer.echo(f"  {span:<14}{count:>8,}  {_bar(count, s['rows'])}")
     typer.echo("class histogram:")
-    top = max(s["class_counts"]) or 1
     for digit, count in enumerate(s["class_counts"]):
-        typer.echo(f"  {digit}: {count:>8,}  {'#' * round(40 * count / top)}")
+        typer.echo(f"  {digit}: {count:>8,}  {_bar(count, max(s['class_counts']))}")
+
+
+def _bar(count: int, top: int) -> str:
+    return "#" * round(40 * count / (top or 1))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from classifier.checkpoint import sha256_of
+from classifier.model import DigitCNN
 from classifier.train import TrainConfig, evaluate, fit, predict_proba
 from data import mnist
 from data.errors import InputError
@@ -27,6 +28,7 @@ VARIANTS = {
     "pseudo-real": "real + the other real train images, without their labels, labelled by the labeller",
     "self-training": "synthetic+classical after K rounds of relabelling with the last classifier",
 }
+LABEL_CHUNK = 4096
 COLUMNS = ["size", "variant", "ratio", "seed", "accuracy", "errors", "n_real", "n_extra", "steps", "seconds"]
 
 
@@ -107,17 +109,27 @@ class _Cell:
                          "seconds": round(time.perf_counter() - start, 1)})
         return model
 
-    def mixed(self, images: torch.Tensor, probs: torch.Tensor, ratio: float, source: str) -> Digits:
-        """The real subset plus round(ratio * size) images the labeller is confident about, in seeded order."""
+    def mixed(self, images: torch.Tensor, labeller: DigitCNN, ratio: float, source: str) -> Digits:
+        """The real subset plus round(ratio * size) images the labeller is confident about, taken in seeded
+        order; images are labelled a chunk at a time, only as far as needed (pools run to 100,000s)."""
         want = round(ratio * self.size)
-        confidence, labels = probs.max(1)
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
-        pick = order[confidence[order] >= self.sweep.min_confidence][:want]
-        if len(pick) < want:
-            raise InputError(f"only {len(pick):,} {source} images reach confidence {self.sweep.min_confidence} under the "
+        picks, labels, found = [], [], 0
+        for start in range(0, len(order), LABEL_CHUNK):
+            if found >= want:
+                break
+            idx = order[start:start + LABEL_CHUNK]
+            confidence, label = predict_proba(labeller, images[idx]).max(1)
+            keep = confidence >= self.sweep.min_confidence
+            picks.append(idx[keep])
+            labels.append(label[keep])
+            found += int(keep.sum())
+        if found < want:
+            raise InputError(f"only {found:,} {source} images reach confidence {self.sweep.min_confidence} under the "
                              f"labeller of {self.size:,} real images (seed {self.seed}); ratio {ratio:g} needs {want:,}: "
                              f"use a larger pool or a lower --min-confidence")
-        return Digits(torch.cat([self.real.images, images[pick]]), torch.cat([self.real.labels, labels[pick]]))
+        pick, label = torch.cat(picks)[:want], torch.cat(labels)[:want]
+        return Digits(torch.cat([self.real.images, images[pick]]), torch.cat([self.real.labels, label]))
 
     def run(self) -> None:
         sweep, ratios = self.sweep, self.sweep.ratios
@@ -129,20 +141,18 @@ class _Cell:
         labeller = self.row("classical", 0, self.real, "classical", needed=any(k not in self.done for k in later))
         if labeller is None:
             return
-        synthetic_probs = predict_proba(labeller, self.pool)
-        pseudo_probs = predict_proba(labeller, self.unlabelled) if has_pseudo else None
         for ratio in ratios:
-            mix = self.mixed(self.pool, synthetic_probs, ratio, "synthetic")
+            mix = self.mixed(self.pool, labeller, ratio, "synthetic")
             self.row("synthetic", ratio, mix, "none")
             self_training = sweep.relabel_rounds and self.key("self-training", ratio) not in self.done
             model = self.row("synthetic+classical", ratio, mix, "classical", needed=self_training)
             if has_pseudo:
-                self.row("pseudo-real", ratio, self.mixed(self.unlabelled, pseudo_probs, ratio, "unlabelled real"), "none")
+                self.row("pseudo-real", ratio, self.mixed(self.unlabelled, labeller, ratio, "unlabelled real"), "none")
             if self_training:  # relabel with the last classifier, retrain; K times
                 for _ in range(sweep.relabel_rounds - 1):
-                    relabelled = self.mixed(self.pool, predict_proba(model, self.pool), ratio, "synthetic")
+                    relabelled = self.mixed(self.pool, model, ratio, "synthetic")
                     model, _ = fit(relabelled, sweep.config(self.size, "classical", self.seed), progress=False)
-                relabelled = self.mixed(self.pool, predict_proba(model, self.pool), ratio, "synthetic")
+                relabelled = self.mixed(self.pool, model, ratio, "synthetic")
                 self.row("self-training", ratio, relabelled, "classical")
 
 

@@ -167,6 +167,9 @@ class Synthetic:
         return len(self.labels)
 
 
+CONFIDENCE_EDGES = (0, 0.5, 0.9, 0.99, 0.999, 1)  # the last bin, [0.999, 1], is closed
+
+
 def summary(path: str | Path) -> dict:
     """What `info` prints: attributes (JSON decoded), row count, columns, and label and confidence
     statistics computed from the data itself, not trusted from the attributes."""
@@ -179,6 +182,7 @@ def summary(path: str | Path) -> dict:
             "columns": {k: (str(f[k].dtype), f[k].shape) for k in f},
             "class_counts": np.bincount(labels, minlength=10).tolist(),
             "confidence_quantiles": np.quantile(confidence, [0, 0.5, 1]).tolist() if len(labels) else [],
+            "confidence_counts": np.histogram(confidence, CONFIDENCE_EDGES)[0].tolist(),
         }
 
 

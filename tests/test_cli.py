@@ -3,10 +3,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cli import app
+from conftest import synthetic_attrs
+from data.synthetic import SyntheticWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -54,6 +58,17 @@ def test_info_prints_attributes_and_histogram(synthetic_file, test_digits):
     assert f"{synthetic_file}: 2,000 images" in result.output and "format: digitgen-synthetic" in result.output
     ones = test_digits.labels[:2000].eq(1).sum().item()
     assert f"  1: {ones:>8,}" in result.output and "/probs: float16 (2000, 10)" in result.output
+
+
+def test_info_bins_the_confidence(tmp_path):
+    confidence = np.array([0.3, 0.6, 0.95, 0.95, 0.995, 0.9995, 1.0], np.float32)
+    probs = np.full((7, 10), 0.01, np.float32)
+    with SyntheticWriter(tmp_path / "c.h5", synthetic_attrs()) as w:
+        w.append(torch.zeros(7, 28, 28, dtype=torch.uint8), np.zeros(7, np.uint8), confidence, probs)
+    result = run("info", tmp_path / "c.h5")
+    assert result.exit_code == 0, result.output
+    counts = [int(line.split()[2]) for line in result.output.splitlines() if line.startswith("  [")]
+    assert counts == [1, 1, 2, 1, 2]
 
 
 def test_script_and_console_entry_points_answer_help():
