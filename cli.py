@@ -295,13 +295,11 @@ def evaluate(
     typer.echo(f"{source}: {len(images):,} samples vs the {len(test):,} real test images; CAS trains on {how}")
     found = quality.measure(images, labels, test, reference, cas_config)
     floor = quality.measure(floor_set.images, floor_set.labels, test, reference, cas_config)
-    rows = [("FID", "fid", ".2f"), ("KID x 1000", "kid", ".3f"), ("precision", "precision", ".3f"),
+    rows = [("FID", "fid", ".2f"), ("KID", "kid", ".3f"), ("precision", "precision", ".3f"),
             ("recall", "recall", ".3f"), ("label entropy (bits)", "label_entropy_bits", ".3f"), ("CAS", "cas", ".4f")]
     typer.echo(f"{'':22}{'samples':>10}{'real floor':>12}")
     for name, key, fmt in rows:
         a, b = getattr(found, key), getattr(floor, key)
-        if key == "kid":
-            a, b = a * 1000, b * 1000
         typer.echo(f"{name:22}{'-' if a is None else format(a, fmt):>10}{'-' if b is None else format(b, fmt):>12}")
     typer.echo("predicted labels: " + "  ".join(f"{c}: {s:.1%}" for c, s in enumerate(found.label_shares)))
     typer.echo(f"(floor: {len(floor_set):,} real train images, class-balanced, seed {seed}, under the same features)")

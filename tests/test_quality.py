@@ -79,7 +79,7 @@ def test_evaluate_cli_prints_every_metric_beside_the_floor(tmp_path, test_digits
     file = write_synthetic(tmp_path / "real.h5", test_digits.subset(torch.arange(600)))
     result = runner.invoke(app, ["evaluate", str(file), "--n", "500", "--no-cas", "--out", str(tmp_path / "q.json")])
     assert result.exit_code == 0, result.output
-    for name in ("FID", "KID x 1000", "precision", "recall", "label entropy (bits)", "CAS", "real floor"):
+    for name in ("FID", "KID", "precision", "recall", "label entropy (bits)", "CAS", "real floor"):
         assert name in result.output
     saved = json.loads((tmp_path / "q.json").read_text())
     assert saved["samples"]["n"] == saved["floor"]["n"] == 500 and saved["samples"]["cas"] is None
