@@ -3,6 +3,7 @@
 Every metric is also computed for a real train subset of the same size against the same test set:
 that floor is what a perfect generator would score, so a figure is only read beside it."""
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,8 +47,13 @@ def fid(real: np.ndarray, fake: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (Heusel et al. 2017)."""
     mu1, mu2 = real.mean(0), fake.mean(0)
     s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
-    covmean = scipy.linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():  # singular product: regularise as pytorch-fid does
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+            covmean = scipy.linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            raise scipy.linalg.LinAlgWarning
+    except scipy.linalg.LinAlgWarning:  # singular (dead ReLU features): regularise as pytorch-fid does
         eps = np.eye(len(s1)) * 1e-6
         covmean = scipy.linalg.sqrtm((s1 + eps) @ (s2 + eps))
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean.real))

@@ -9,9 +9,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from classifier.benchmark import VARIANTS  # noqa: E402
+
+ACCURACY_TICKS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999)
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -62,6 +65,9 @@ def plot(table: pd.DataFrame, png: Path) -> Path:
                             color=colour, capsize=3, markersize=4,
                             label=f"{size:,} real" + (" + classical" if start == "classical" else ""))
     ax.set_yscale("logit")
+    ax.yaxis.set_major_locator(FixedLocator(ACCURACY_TICKS))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{100 * y:g}%"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("synthetic images per real image (0 = real only)")
     ax.set_ylabel("real test accuracy")
     ax.grid(alpha=0.3, which="both")
