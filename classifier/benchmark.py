@@ -75,7 +75,10 @@ def read_rows(folder: Path, identity: dict) -> pd.DataFrame:
 
 
 def identity(sweep: Sweep, pool: Path, dataset: str) -> dict:
-    return {"sweep": asdict(sweep), "pool": str(pool), "pool_sha256": sha256_of(pool), "dataset": dataset}
+    """What every row's value depends on. Sizes, ratios and seeds are left out: rows are keyed by them,
+    so a sweep can be extended in the same folder (more sizes, seeds or ratios) and keeps its rows."""
+    settings = {k: v for k, v in asdict(sweep).items() if k not in ("sizes", "ratios", "seeds")}
+    return {"sweep": settings, "pool": str(pool), "pool_sha256": sha256_of(pool), "dataset": dataset}
 
 
 class _Cell:

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
@@ -48,6 +50,16 @@ def test_a_different_sweep_in_the_same_folder_is_refused(tmp_path, small):
     benchmark.run(quick, pool, train, test, tmp_path / "bench", "mnist")
     with pytest.raises(InputError, match="holds another sweep"):
         benchmark.run(TINY, pool, train, test, tmp_path / "bench", "mnist")
+
+
+def test_a_sweep_extended_with_a_seed_keeps_its_rows(tmp_path, small):
+    train, test, pool_digits = small
+    pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
+    one = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.0, epochs=1, min_steps=5)
+    first = benchmark.run(one, pool, train, test, tmp_path / "bench", "mnist")
+    trained = []
+    both = benchmark.run(replace(one, seeds=(0, 1)), pool, train, test, tmp_path / "bench", "mnist", on_row=trained.append)
+    assert len(trained) == len(first) and len(both) == 2 * len(first) and {r["seed"] for r in trained} == {1}
 
 
 def test_a_pool_too_small_for_the_ratio_says_so(tmp_path, small):
