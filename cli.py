@@ -388,7 +388,7 @@ def benchmark(
         f"alone, labels every synthetic and unlabelled real image; only those at confidence >= {sweep.min_confidence} are mixed in.",
         f"- Budget: every classifier of a size takes the same number of steps of batch 128: {sweep.epochs} epochs of "
         f"the real subset, at least {sweep.min_steps}, whatever is mixed in. Tested on the {len(test):,} real test images.",
-        f"- Gain: paired by seed (a seed draws the same labelled subset in every row), t interval over the seeds of the last column.",
+        "- Gain: paired by seed (a seed draws the same labelled subset in every row), t interval over the seeds of the last column.",
     ])
     table.to_csv(out / "summary.csv", index=False)
     (out / "report.md").write_text(report.markdown(table, header))
