@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from data.errors import InputError
+from data.errors import InputError, refuse_existing
 
 
 class OneLineErrors(TyperGroup):
@@ -61,8 +61,7 @@ def classify(
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps, augment=augment, seed=seed)
     config.check()
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} already exists: pass --overwrite to replace it")
+    refuse_existing(out, overwrite)
     threads = use_all_cores()
     mix = mixing.build(mnist.load("train", dataset, data_dir), n_real, seed, synthetic, ratio, val_size)
     test = mnist.load("test", dataset, data_dir)
@@ -195,8 +194,7 @@ def interpolate(
 
     if out.suffix not in (".png", ".gif"):
         raise InputError(f"{out}: choose a .png or .gif output")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} already exists: pass --overwrite to replace it")
+    refuse_existing(out, overwrite)
     if rows < 1 or steps < 2:
         raise InputError("need --rows >= 1 and --steps >= 2")
     try:
@@ -240,8 +238,7 @@ def show(
     from data.synthetic import load_synthetic
 
     out = out or file.with_suffix(".png")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} already exists: pass --overwrite to replace it")
+    refuse_existing(out, overwrite)
     if per_class < 1:
         raise InputError(f"per-class must be >= 1, got {per_class}")
     data = load_synthetic(file)
@@ -260,7 +257,7 @@ def evaluate(
     n: int = typer.Option(10000, help="Samples to draw (generator) or read (HDF5, its first rows)."),
     labeller: Optional[Path] = typer.Option(None, help="Unconditional generators: the classifier that labels samples "
                                             "for CAS.", show_default="the reference classifier"),
-    cas: bool = typer.Option(True, help="Also train a classifier on the samples alone (CAS; about 30 s)."),
+    cas: bool = typer.Option(True, help="Also train a classifier on the samples alone (CAS) and on the floor subset."),
     seed: int = typer.Option(0, help="Seed of the samples and of the real floor subset."),
     out: Optional[Path] = typer.Option(None, help="Also write the figures as JSON here."),
     data_dir: Optional[Path] = DataDir,

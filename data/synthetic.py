@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import torch
 
-from data.errors import InputError
+from data.errors import InputError, refuse_existing
 
 FORMAT, FORMAT_VERSION = "digitgen-synthetic", 1
 CALLER_ATTRS = ("dataset", "generator_sha256", "labeller_sha256", "seed", "min_confidence", "balance", "config")
@@ -31,8 +31,7 @@ def tool_version() -> str:
 
 def check_writable(path: Path, overwrite: bool) -> None:
     """Fail before any work if the output exists (and may not be replaced) or its folder is missing."""
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists: pass --overwrite to replace it")
+    refuse_existing(path, overwrite)
     if not path.parent.is_dir():
         raise InputError(f"{path.parent} is not a folder")
 
