@@ -101,6 +101,11 @@ def train(
     d_width: Optional[int] = typer.Option(None, help="Discriminator width (channels of the first layer).", show_default="64"),
     loss: str = typer.Option("bce", help="bce (non-saturating) or hinge."),
     ema: float = typer.Option(0.999, help="Decay of the generator's weight average used for samples; 0 turns it off."),
+    sn: bool = typer.Option(False, help="Spectral normalisation in the discriminator (instead of batch norm)."),
+    mbstd: bool = typer.Option(False, help="Minibatch standard deviation channel in the discriminator."),
+    r1: float = typer.Option(0.0, help="R1 gradient penalty weight on real images (lazy, every 16 steps); 0 turns it off."),
+    diffaug: bool = typer.Option(False, help="Differentiable augmentation (translation + cutout) of all D inputs."),
+    eval_every: float = typer.Option(1.0, help="Epochs between FID measurements (metrics.csv, fid.png); 0 turns it off."),
     seed: int = typer.Option(0, help="Seed for weights, shuffles and noise."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop (with a resumable checkpoint) after this many minutes."),
     sample_every: int = typer.Option(0, help="Also save a sample grid every N steps (one per epoch always)."),
@@ -118,8 +123,9 @@ def train(
     if max_minutes is not None and max_minutes <= 0:
         raise InputError(f"max-minutes must be > 0, got {max_minutes}")
     given = {"batch_size": batch_size, "lr_g": lr_g, "lr_d": lr_d, "beta1": beta1, "beta2": beta2}
-    spec = GanSpec.preset(arch, nz=nz, g_width=g_width, d_width=d_width, conditional=conditional)
+    spec = GanSpec.preset(arch, nz=nz, g_width=g_width, d_width=d_width, conditional=conditional, sn=sn, mbstd=mbstd)
     config = trainer.GanConfig(spec=spec, epochs=epochs, loss=loss, ema=ema, seed=seed, sample_every=sample_every,
+                               r1=r1, diffaug=diffaug, eval_every=eval_every,
                                dataset=dataset, n_real=n_real, **{**trainer.TRAIN_PRESETS[arch], **{k: v for k, v in given.items() if v is not None}})
     if resume:
         if not (out / "checkpoint.pt").is_file():
@@ -137,7 +143,13 @@ def train(
     if result.stopped == "diverged":
         typer.echo(f"error: {result.message}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"wrote {out}/generator.pt, checkpoint.pt, samples/, losses.csv, losses.png, progress.gif")
+    q = result.quality
+    if q:
+        reached = f"{q['minutes_to_10x']:.1f} training minutes" if q["minutes_to_10x"] is not None else "not yet"
+        typer.echo(f"best FID {q['best_fid']:.2f} at step {q['best_step']:,} ({q['best_minutes']:.1f} min; real floor "
+                   f"{q['floor']:.2f}); 10x the floor reached: {reached}")
+    typer.echo(f"wrote {out}/generator.pt, checkpoint.pt, samples/, losses.csv, losses.png, progress.gif"
+               + (", metrics.csv, fid.png" if q else ""))
     if result.stopped != "finished":
         typer.echo(f"continue with: digitgen train --out {out} --resume --epochs {c.epochs}")
 

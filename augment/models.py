@@ -6,6 +6,7 @@ can compare against it on the same footing. With `conditional`, the generator re
 class beside the noise and the discriminator adds a projection term (Miyato & Koyama, 2018).
 """
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -23,6 +24,8 @@ class GanSpec:
     g_width: int = 64
     d_width: int = 64
     conditional: bool = False
+    sn: bool = False
+    mbstd: bool = False
 
     @staticmethod
     def preset(arch: str, **overrides) -> "GanSpec":
@@ -72,29 +75,44 @@ class Discriminator(nn.Module):
         self.spec = spec
         w = spec.d_width
         if spec.arch == "dcgan":
+            norm = nn.Identity() if spec.sn else nn.BatchNorm2d(2 * w)
             self.body = nn.Sequential(
                 nn.Conv2d(1, w, 4, 2, 1), nn.LeakyReLU(0.2),
-                nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2),
-                nn.Flatten(),
+                nn.Conv2d(w, 2 * w, 4, 2, 1, bias=spec.sn), norm, nn.LeakyReLU(0.2),
             )
         else:  # Keras tutorial: Conv 64 5x5 s2 -> LeakyReLU -> Dropout 0.3 -> Conv 128 5x5 s2 -> ... -> Dense 1
             self.body = nn.Sequential(
                 nn.Conv2d(1, w, 5, 2, 2), nn.LeakyReLU(0.3), nn.Dropout(0.3),
                 nn.Conv2d(w, 2 * w, 5, 2, 2), nn.LeakyReLU(0.3), nn.Dropout(0.3),
-                nn.Flatten(),
             )
-        features = 2 * w * 49
+        features = (2 * w + spec.mbstd) * 49
         self.head = nn.Linear(features, 1)
         self.embed = nn.Embedding(10, features) if spec.conditional else None
         init_weights(self, spec.arch)
+        if spec.sn:
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                    nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Real/fake logits (N,)."""
         h = self.body(x)
+        if self.spec.mbstd:
+            h = torch.cat([h, minibatch_std(h)], 1)
+        h = h.flatten(1)
         out = self.head(h).squeeze(1)
         if self.embed is not None:
             out = out + (self.embed(y) * h).sum(1)
         return out
+
+
+def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """One extra channel: the feature standard deviation within groups of `group` images, averaged
+    over features and broadcast back, so a batch of near-identical fakes is easy to spot."""
+    n, c, height, width = h.shape
+    g = math.gcd(group, n)  # images i, i + n/g, i + 2n/g, ... form a group
+    std = h.view(g, -1, c, height, width).var(0, unbiased=False).add(1e-8).sqrt().mean((1, 2, 3))  # eps: finite grads
+    return std.repeat(g).view(n, 1, 1, 1).expand(n, 1, height, width)
 
 
 def init_weights(module: nn.Module, arch: str) -> None:

@@ -23,3 +23,23 @@ def plot_losses(csv_path: Path, png_path: Path) -> Path:
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return png_path
+
+
+def plot_fid(csv_path: Path, png_path: Path) -> Path:
+    """FID against training minutes and against steps (log scale), with the real floor and 10x it."""
+    log = pd.read_csv(csv_path)
+    floor = log["floor"].iloc[-1]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, x, label in zip(axes, ("minutes", "step"), ("training minutes", "step")):
+        ax.plot(log[x], log["fid"], marker=".", label="samples (EMA generator)")
+        ax.axhline(floor, color="green", linestyle="--", label=f"real floor {floor:.2f}")
+        ax.axhline(10 * floor, color="grey", linestyle=":", label="10x floor")
+        ax.set_xlabel(label)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("FID (reference features, vs train)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path

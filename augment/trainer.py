@@ -14,14 +14,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from augment.checkpoint import load_training, save_generator, save_training
+from augment.diffaug import diff_augment
 from augment.images import save_gif, save_grid
 from augment.models import Discriminator, GanSpec, Generator
-from augment.plots import plot_losses
+from augment.plots import plot_fid, plot_losses
+from augment.tracking import FidProbe
 from data.errors import InputError
 from data import mnist
 from data.mnist import Digits
@@ -31,7 +34,9 @@ from PIL import Image
 LOSSES = ("bce", "hinge")
 EXPLODED = 1e4  # a loss this large means training has diverged
 CSV_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
+METRIC_FIELDS = ("step", "epoch", "minutes", "fid", "floor")
 LOG_EVERY = 20  # steps per CSV row
+R1_EVERY = 16  # lazy R1 (Karras et al. 2020): the penalty every 16th D step, scaled by 16
 # Training defaults per architecture: the tutorial's are those of the Keras original.
 TRAIN_PRESETS = {
     "dcgan": {"batch_size": 128, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999},
@@ -50,6 +55,9 @@ class GanConfig:
     beta2: float = 0.999
     loss: str = "bce"
     ema: float = 0.999
+    r1: float = 0.0  # R1 gradient penalty weight gamma (Mescheder et al. 2018) on real images; 0: off
+    diffaug: bool = False  # DiffAugment translation + cutout on everything D sees
+    eval_every: float = 1.0  # epochs between FID measurements; 0: off
     seed: int = 0
     sample_every: int = 0
     dataset: str = "mnist"
@@ -64,6 +72,8 @@ class GanConfig:
             (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
             (0 <= self.ema < 1, f"ema must be in [0, 1) (0 turns it off), got {self.ema}"),
             (self.sample_every >= 0, f"sample-every must be >= 0, got {self.sample_every}"),
+            (self.r1 >= 0, f"r1 must be >= 0, got {self.r1}"),
+            (0 <= self.eval_every <= 1000, f"eval-every must be in 0..1000 epochs (0 turns it off), got {self.eval_every}"),
             (self.spec.nz >= 1 and self.spec.g_width >= 1 and self.spec.d_width >= 1, "latent size and widths must be >= 1"),
         ]
         for ok, message in problems:
@@ -86,13 +96,27 @@ class Outcome:
     seconds: float
     images_per_s: float
     message: str = ""
+    quality: dict | None = None  # from fid_summary, when FID was measured
+
+
+def fid_summary(metrics_csv: Path) -> dict | None:
+    """The best FID so far (and when), the floor, and the training minutes to first reach 10x the floor."""
+    if not metrics_csv.exists():
+        return None
+    log = pd.read_csv(metrics_csv)
+    if log.empty:
+        return None
+    best, floor = log.loc[log["fid"].idxmin()], log["floor"].iloc[-1]
+    reached = log[log["fid"] <= 10 * floor]
+    return {"best_fid": best["fid"], "best_step": int(best["step"]), "best_minutes": best["minutes"], "floor": floor,
+            "minutes_to_10x": reached["minutes"].iloc[0] if len(reached) else None}
 
 
 class GanRun:
     """One training run in a folder: models, optimisers, position, and the files it writes."""
 
-    def __init__(self, folder: Path, config: GanConfig, data: Digits):
-        self.folder, self.config, self.data = folder, config, data
+    def __init__(self, folder: Path, config: GanConfig, data: Digits, probe: FidProbe | None = None):
+        self.folder, self.config, self.data, self.probe = folder, config, data, probe
         spec = config.spec
         torch.manual_seed(config.seed)
         self.g, self.d = Generator(spec), Discriminator(spec)
@@ -101,6 +125,7 @@ class GanRun:
         self.opt_d = torch.optim.Adam(self.d.parameters(), config.lr_d, betas=(config.beta1, config.beta2))
         self.noise = torch.Generator().manual_seed(config.seed + 1)
         self.step = self.epoch = self.position = 0  # position: batches done inside the current epoch
+        self.seconds = 0.0  # training time so far, over all sessions, not counting measurements
         fixed = torch.Generator().manual_seed(config.seed + 2)
         self.fixed_z = torch.randn(100, spec.nz, generator=fixed)
         self.fixed_y = torch.arange(10).repeat_interleave(10) if spec.conditional else None
@@ -108,6 +133,10 @@ class GanRun:
     @property
     def steps_per_epoch(self) -> int:
         return len(self.data) // self.config.batch_size
+
+    @property
+    def eval_steps(self) -> int:
+        return max(1, round(self.config.eval_every * self.steps_per_epoch)) if self.probe else 0
 
     def sampler(self) -> Generator:
         return self.g_ema if self.g_ema is not None else self.g
@@ -117,7 +146,7 @@ class GanRun:
             "config": self.config.as_dict(), "g": self.g.state_dict(), "d": self.d.state_dict(),
             "g_ema": self.g_ema.state_dict() if self.g_ema is not None else None,
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "step": self.step, "epoch": self.epoch, "position": self.position,
+            "step": self.step, "epoch": self.epoch, "position": self.position, "seconds": self.seconds,
             "noise_rng": self.noise.get_state(), "torch_rng": torch.get_rng_state(),
         }
 
@@ -129,6 +158,7 @@ class GanRun:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.seconds = state.get("seconds", 0.0)
         self.noise.set_state(state["noise_rng"])
         torch.set_rng_state(state["torch_rng"])
 
@@ -146,6 +176,18 @@ class GanRun:
         g.train(was_training)
         save_grid(images, self.folder / "samples" / f"step_{self.step:08d}.png")
 
+    def measure(self) -> None:
+        """Append the sampling generator's FID to metrics.csv."""
+        row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "minutes": self.seconds / 60,
+               "fid": self.probe(self.sampler()), "floor": self.probe.floor}
+        path = self.folder / "metrics.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, METRIC_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
     def epoch_order(self) -> torch.Tensor:
         return torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.config.seed * 100_003 + self.epoch))
 
@@ -155,18 +197,25 @@ class GanRun:
         y = self.data.labels[idx] if cfg.spec.conditional else None
         z = torch.randn(len(idx), cfg.spec.nz, generator=self.noise)
         fake = self.g(z, y)
+        seen = (lambda x: diff_augment(x, self.noise)) if cfg.diffaug else (lambda x: x)
 
-        d_real, d_fake = self.d(real, y), self.d(fake.detach(), y)
+        real = seen(real)
+        penalise = cfg.r1 > 0 and self.step % R1_EVERY == 0
+        d_real, d_fake = self.d(real.requires_grad_(penalise), y), self.d(seen(fake.detach()), y)
         if cfg.loss == "bce":
             d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                       + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         else:
             d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        penalty = 0.0
+        if penalise:
+            grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            penalty = grad.square().sum((1, 2, 3)).mean() * (cfg.r1 / 2 * R1_EVERY)
         self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
+        (d_loss + penalty).backward()
         self.opt_d.step()
 
-        g_out = self.d(fake, y)
+        g_out = self.d(seen(fake), y)
         g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out)) if cfg.loss == "bce" else -g_out.mean()
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -199,10 +248,11 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool) -> G
         data = train_set.subset(mnist.labelled_subset(train_set.labels, config.n_real, config.seed))
     if len(data) < config.batch_size:
         raise InputError(f"batch size {config.batch_size} is larger than the {len(data)} training images")
-    run = GanRun(folder, config, data)
+    run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every else None)
     if resume:
         run.restore(load_training(folder / "checkpoint.pt"))
         _trim_csv(folder / "losses.csv", run.step)
+        _trim_csv(folder / "metrics.csv", run.step)
     else:
         if folder.exists() and any(folder.iterdir()):
             raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
@@ -220,13 +270,17 @@ def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) 
     bar = tqdm(total=total, initial=run.step, desc="gan", unit="step", disable=None if progress else True)
     if run.step == 0:
         run.sample_grid()
+        if run.probe:
+            run.measure()
     stopped, message = "finished", ""
     with _CtrlC() as ctrl_c:
         while run.epoch < cfg.epochs:
             order = run.epoch_order()
             while run.position < per_epoch:
                 idx = order[run.position * cfg.batch_size:(run.position + 1) * cfg.batch_size]
+                tick = time.perf_counter()
                 losses = run.train_step(idx)
+                run.seconds += time.perf_counter() - tick
                 if not all(math.isfinite(v) and abs(v) < EXPLODED for v in (losses["d_loss"], losses["g_loss"])):
                     stopped = "diverged"
                     message = (f"losses diverged at step {run.step + 1} (D {losses['d_loss']:.3g}, G {losses['g_loss']:.3g}); "
@@ -240,6 +294,8 @@ def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) 
                 bar.set_postfix(d=f"{losses['d_loss']:.3f}", g=f"{losses['g_loss']:.3f}", img_s=f"{rate:.0f}")
                 if cfg.sample_every and run.step % cfg.sample_every == 0:
                     run.sample_grid()
+                if run.probe and run.step % run.eval_steps == 0:
+                    run.measure()
                 if ctrl_c.pressed or time.monotonic() > deadline:
                     stopped = "interrupted" if ctrl_c.pressed else "time budget"
                     return _finish(run, stopped, message, start_time, start_step, bar, log)
@@ -258,11 +314,13 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) 
         run.checkpoint()
     if run.step > start_step or stopped == "finished":
         plot_losses(run.folder / "losses.csv", run.folder / "losses.png")
+        if (run.folder / "metrics.csv").exists():
+            plot_fid(run.folder / "metrics.csv", run.folder / "fid.png")
         frames = [Image.open(p) for p in sorted((run.folder / "samples").glob("step_*.png"))]
         save_gif(frames, run.folder / "progress.gif")
     seconds = time.perf_counter() - start_time
     rate = (run.step - start_step) * run.config.batch_size / seconds if seconds else 0.0
-    return Outcome(stopped, run.step, run.epoch, seconds, rate, message)
+    return Outcome(stopped, run.step, run.epoch, seconds, rate, message, fid_summary(run.folder / "metrics.csv"))
 
 
 class _CtrlC:

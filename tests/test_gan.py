@@ -18,7 +18,11 @@ from data import mnist
 from data.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = trainer.GanConfig(spec=GanSpec(nz=16, g_width=16, d_width=16), epochs=2, batch_size=32, seed=5, sample_every=2)
+TINY = trainer.GanConfig(spec=GanSpec(nz=16, g_width=16, d_width=16), epochs=2, batch_size=32, seed=5, sample_every=2,
+                         eval_every=0)
+# Every recipe option at once: spectral norm, minibatch std, hinge, R1, DiffAugment.
+TINY_RECIPE = trainer.GanConfig(**{**TINY.__dict__, "spec": GanSpec(nz=16, g_width=16, d_width=16, sn=True, mbstd=True),
+                                   "loss": "hinge", "r1": 1.0, "diffaug": True})
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +64,17 @@ def test_training_writes_grids_losses_plot_gif_and_checkpoints(tmp_path, digits)
     assert sha256_of(folder / "generator.pt") in (folder / "generator.json").read_text()
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path, digits):
-    straight = trainer.start(tmp_path / "straight", TINY, digits, resume=False)
+@pytest.mark.parametrize("config", [TINY, TINY_RECIPE], ids=["default", "all-recipe-options"])
+def test_resume_continues_exactly_where_it_stopped(tmp_path, digits, config):
+    straight = trainer.start(tmp_path / "straight", config, digits, resume=False)
     trainer.train(straight, progress=False)
 
     folder = tmp_path / "stopped"
-    run = trainer.start(folder, TINY, digits, resume=False)
+    run = trainer.start(folder, config, digits, resume=False)
     outcomes = []
     while not outcomes or outcomes[-1].stopped != "finished":
         outcomes.append(trainer.train(run, max_minutes=1e-9, progress=False))  # stops after every single step
-        run = trainer.start(folder, trainer.saved_config(folder, TINY.epochs), digits, resume=True)
+        run = trainer.start(folder, trainer.saved_config(folder, config.epochs), digits, resume=True)
     assert [o.stopped for o in outcomes] == ["time budget"] * 6 + ["finished"]
     for a, b in [(straight.g, run.g), (straight.d, run.d), (straight.g_ema, run.g_ema)]:
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
@@ -99,7 +104,7 @@ def test_bad_training_requests(tmp_path, digits):
     with pytest.raises(InputError, match="loss must be one of"):
         trainer.start(tmp_path / "a", trainer.GanConfig(loss="wasserstein"), digits, False)
     with pytest.raises(InputError, match="larger than the 96 training images"):
-        trainer.start(tmp_path / "a", trainer.GanConfig(batch_size=128), digits, False)
+        trainer.start(tmp_path / "a", trainer.GanConfig(batch_size=128, eval_every=0), digits, False)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "x").write_text("x")
     with pytest.raises(InputError, match="is not empty"):
@@ -127,3 +132,78 @@ def test_ctrl_c_saves_a_checkpoint_the_cli_resumes(tmp_path):
     resumed = subprocess.run(cmd[:-1] + [str(step // 100 + 1), "--resume"], cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"from step {step:,}" in resumed.stdout and "finished: epoch" in resumed.stdout
+
+
+def test_fid_is_tracked_during_training_and_survives_resume(tmp_path, train):
+    config = trainer.GanConfig(**{**TINY.__dict__, "n_real": 128, "eval_every": 0.5, "sample_every": 0})  # 4 steps/epoch
+    folder = tmp_path / "run"
+    run = trainer.start(folder, config, train, resume=False)
+    assert run.eval_steps == 2
+    first = trainer.train(run, max_minutes=1e-9, progress=False)  # stops after one step
+    run = trainer.start(folder, trainer.saved_config(folder, 3), train, resume=True)
+    outcome = trainer.train(run, progress=False)
+    log = pd.read_csv(folder / "metrics.csv")
+    assert first.step == 1 and log["step"].tolist() == [0, 2, 4, 6, 8, 10, 12]
+    assert log["minutes"].is_monotonic_increasing and log["minutes"].iloc[0] == 0
+    floor = log["floor"].iloc[0]
+    assert (log["floor"] == floor).all() and 0.5 < floor < 5  # 5,000 real train images vs the validation split
+    assert (log["fid"] > 20 * floor).all()  # a dozen steps of a tiny GAN are far from real digits
+    q = outcome.quality
+    assert q["best_fid"] == log["fid"].min() and q["floor"] == floor and q["minutes_to_10x"] is None
+    assert (folder / "fid.png").stat().st_size > 1000
+
+
+def test_fid_summary_finds_the_first_time_under_ten_times_the_floor(tmp_path):
+    path = tmp_path / "metrics.csv"
+    pd.DataFrame({"step": [0, 10, 20, 30], "epoch": [0, 1, 2, 3], "minutes": [0.0, 1.5, 3.0, 4.5],
+                  "fid": [500.0, 19.0, 25.0, 12.0], "floor": [2.0] * 4}).to_csv(path, index=False)
+    q = trainer.fid_summary(path)
+    assert (q["best_fid"], q["best_step"], q["minutes_to_10x"]) == (12.0, 30, 1.5)
+
+
+def test_discriminator_options_are_built_as_named():
+    sn = Discriminator(GanSpec(sn=True))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in sn.modules())
+    x = torch.randn(8, 1, 28, 28)
+    for _ in range(20):  # power iterations converge in training mode
+        sn(x)
+    w = sn.body[2].weight.flatten(1)
+    assert torch.linalg.matrix_norm(w, ord=2).item() == pytest.approx(1.0, abs=0.05)
+    mb = Discriminator(GanSpec(mbstd=True))
+    assert mb.head.in_features == (2 * 64 + 1) * 49
+
+
+def test_minibatch_std_sees_variety_and_keeps_gradients_finite():
+    from augment.models import minibatch_std
+
+    same = torch.ones(8, 3, 2, 2, requires_grad=True)
+    std = minibatch_std(same)
+    std.sum().backward()
+    assert std.shape == (8, 1, 2, 2) and std.max() < 1e-3 and torch.isfinite(same.grad).all()
+    varied = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 3, 2, 2)  # groups {0, 2, 4, 6} and {1, 3, 5, 7}
+    assert torch.allclose(minibatch_std(varied)[:, 0, 0, 0], torch.full((8,), 5 ** 0.5))
+
+
+def test_diff_augment_translates_and_cuts_out_the_same_way_for_the_same_noise(digits):
+    from augment.diffaug import diff_augment
+    from data.pixels import to_model
+
+    x = to_model(digits.images[:64]).requires_grad_(True)
+    a = diff_augment(x, torch.Generator().manual_seed(1))
+    b = diff_augment(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape and a.min() >= -1 and a.max() <= 1
+    assert not torch.equal(a, x)
+    ink = lambda t: (t + 1).sum((1, 2, 3))  # noqa: E731
+    assert (ink(a) <= ink(x) + 1e-4).all() and (ink(a) < ink(x)).float().mean() > 0.5  # moved and cut, never added
+    a.sum().backward()
+    assert set(x.grad.unique().tolist()) <= {0.0, 1.0}  # pixels pass through or are dropped
+
+
+def test_r1_penalty_changes_the_discriminator_update(digits):
+    updates = []
+    for r1 in (0.0, 10.0):
+        run = trainer.GanRun(Path("unused"), trainer.GanConfig(**{**TINY.__dict__, "r1": r1}), digits)
+        before = [p.clone() for p in run.d.parameters()]
+        run.train_step(torch.arange(32))
+        updates.append([p - b for p, b in zip(run.d.parameters(), before)])
+    assert not all(torch.allclose(a, b) for a, b in zip(*updates))

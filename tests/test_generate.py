@@ -29,7 +29,8 @@ def models(tmp_path_factory, train):
     digits = train.subset(torch.arange(512))
     paths = {}
     for name, conditional in (("plain", False), ("conditional", True)):
-        config = trainer.GanConfig(spec=GanSpec(nz=16, g_width=16, d_width=16, conditional=conditional), epochs=1, batch_size=64)
+        config = trainer.GanConfig(spec=GanSpec(nz=16, g_width=16, d_width=16, conditional=conditional), epochs=1, batch_size=64,
+                                   eval_every=0)
         trainer.train(trainer.start(folder / name, config, digits, False), progress=False)
         paths[name] = folder / name / "generator.pt"
     labeller, _ = fit(mixing.build(train, 1000, seed=0).train, TrainConfig(epochs=1, min_steps=100), progress=False)

@@ -1,0 +1,33 @@
+"""Quality while a GAN trains: FID of its samples against real train images, beside the real floor.
+
+The probe never looks at the test set: its reference is the fixed validation split (5,000
+class-balanced train images) and its floor is a class-balanced real subset of the same size as
+the samples, from the rest of train, under the pinned reference classifier's features."""
+
+import torch
+
+from augment.pipeline import draw
+from augment.quality import embed, fid
+from classifier.checkpoint import load_reference
+from data import mnist
+from data.mnist import Digits
+
+SAMPLES = 5000
+
+
+class FidProbe:
+    def __init__(self, train: Digits, n: int = SAMPLES, seed: int = 0):
+        self.n, self.seed = n, seed
+        self.reference = load_reference()
+        pool, val = mnist.validation_split(train.labels)
+        self.real = embed(self.reference, train.images[val])[0]
+        floor_set = train.images[mnist.balanced_subset(train.labels, pool, n, seed)]
+        self.floor = fid(self.real, embed(self.reference, floor_set)[0])
+
+    def __call__(self, g: torch.nn.Module) -> float:
+        """FID of n seeded samples (the same noise every time, so the curve shows the generator change)."""
+        was_training = g.training
+        g.eval()
+        images, _ = draw(g, self.n, self.seed)
+        g.train(was_training)
+        return fid(self.real, embed(self.reference, images)[0])
