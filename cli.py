@@ -3,7 +3,7 @@
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
@@ -161,25 +161,33 @@ def generate(
     n: int = typer.Option(10000, help="Images to write."),
     out: Path = typer.Option(Path("data/synthetic/synthetic.h5"), help="HDF5 file to write."),
     min_confidence: float = typer.Option(0.9, help="Keep only images the labeller is at least this sure of."),
+    min_realism: float = typer.Option(0.0, help="Keep only images with at least this realism score (k-NN, reference "
+                                      "features; 1 = on the real manifold's edge); 0 turns it off."),
+    agree: Optional[Path] = typer.Option(None, help="A second classifier checkpoint: keep only images it labels the same way."),
     balance: bool = typer.Option(False, help="Equal counts per class (gives up, with a message, if a class is too rare)."),
     digit: Optional[int] = typer.Option(None, help="Conditional generators: draw only this digit."),
     save_latents: bool = typer.Option(False, help="Also store the noise that drew each image."),
     seed: int = typer.Option(0, help="Same seed, same images, labels and order."),
     batch_size: int = typer.Option(1000, help="Images drawn per batch."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    data_dir: Optional[Path] = DataDir,
 ):
-    """Draw digits, pseudo-label them, keep the confident ones, write an HDF5 synthetic dataset."""
+    """Draw digits, pseudo-label them, keep the confident (realistic, agreed) ones, write an HDF5 synthetic dataset."""
     from augment.checkpoint import BUNDLED
     from augment.pipeline import GenerateConfig, generate as run_generate
     from classifier.train import use_all_cores
 
-    config = GenerateConfig(n=n, min_confidence=min_confidence, balance=balance, seed=seed, batch_size=batch_size,
-                            save_latents=save_latents, digit=digit)
+    config = GenerateConfig(n=n, min_confidence=min_confidence, min_realism=min_realism, balance=balance, seed=seed,
+                            batch_size=batch_size, save_latents=save_latents, digit=digit)
     use_all_cores()
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = run_generate(generator or BUNDLED, labeller, out, config, overwrite)
+    report = run_generate(generator or BUNDLED, labeller, out, config, overwrite, agree_path=agree, data_dir=data_dir)
     typer.echo(f"wrote {out}: {report.kept:,} images, {report.kept / report.seconds:,.0f} images/s written")
-    typer.echo(f"kept {report.kept:,} of {report.drawn:,} drawn ({report.kept / report.drawn:.1%}) at confidence >= {min_confidence}")
+    tests = [f"confidence >= {min_confidence}"] + [f"realism >= {min_realism}"] * bool(min_realism) + [f"agreement with {agree}"] * bool(agree)
+    typer.echo(f"kept {report.kept:,} of {report.drawn:,} drawn ({report.kept / report.drawn:.1%}) at {', '.join(tests)}")
+    if min_realism or agree:
+        typer.echo("drawn images failing each test: " + ", ".join(f"{k} {v:,}" for k, v in report.failed.items() if k in
+                                                                 ("confidence", "realism" if min_realism else "", "agreement" if agree else "")))
     if report.agreement is not None:
         typer.echo(f"the labeller agrees with the requested class on {report.agreement:.1%} of all drawn images")
     typer.echo("class histogram: " + "  ".join(f"{c}: {k:,}" for c, k in enumerate(report.class_counts)))
@@ -280,13 +288,14 @@ def evaluate(
     from augment.pipeline import draw
     from classifier import checkpoint as classifier_checkpoint
     from classifier.train import TrainConfig, predict_proba, use_all_cores
+    from classifier.train import evaluate as evaluate_classifier
     from data import mnist
     from data.synthetic import load_synthetic
 
     if n < 2:
         raise InputError(f"n must be >= 2, got {n}")
     use_all_cores()
-    reference = classifier_checkpoint.load_reference()
+    reference, judge = classifier_checkpoint.load_reference(), classifier_checkpoint.load_judge()
     if source.suffix in (".h5", ".hdf5"):
         data = load_synthetic(source, limit=n)
         images, labels, dataset, how = data.images, data.labels, data.attrs["dataset"], "its pseudo-labels"
@@ -302,16 +311,19 @@ def evaluate(
     floor_set = train.subset(mnist.labelled_subset(train.labels, len(images), seed))
     cas_config = TrainConfig(seed=seed) if cas else None
     typer.echo(f"{source}: {len(images):,} samples vs the {len(test):,} real test images; CAS trains on {how}")
-    found = quality.measure(images, labels, test, reference, cas_config)
+    found = quality.measure(images, labels, test, reference, cas_config, judge=judge)
     floor = quality.measure(floor_set.images, floor_set.labels, test, reference, cas_config)
+    floor = replace(floor, label_noise=1 - evaluate_classifier(judge, test))  # the judge's own error rate
     rows = [("FID", "fid", ".2f"), ("KID", "kid", ".3f"), ("precision", "precision", ".3f"),
-            ("recall", "recall", ".3f"), ("label entropy (bits)", "label_entropy_bits", ".3f"), ("CAS", "cas", ".4f")]
+            ("recall", "recall", ".3f"), ("label entropy (bits)", "label_entropy_bits", ".3f"), ("CAS", "cas", ".4f"),
+            ("label noise (judge)", "label_noise", ".2%")]
     typer.echo(f"{'':22}{'samples':>10}{'real floor':>12}")
     for name, key, fmt in rows:
         a, b = getattr(found, key), getattr(floor, key)
         typer.echo(f"{name:22}{'-' if a is None else format(a, fmt):>10}{'-' if b is None else format(b, fmt):>12}")
     typer.echo("predicted labels: " + "  ".join(f"{c}: {s:.1%}" for c, s in enumerate(found.label_shares)))
-    typer.echo(f"(floor: {len(floor_set):,} real train images, class-balanced, seed {seed}, under the same features)")
+    typer.echo(f"(floor: {len(floor_set):,} real train images, class-balanced, seed {seed}, under the same features; label "
+               f"noise: the share of labels the judge classifier disagrees with, beside its own error on real test)")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"source": str(source), "samples": found.as_dict(), "floor": floor.as_dict()}, indent=2) + "\n")
@@ -354,7 +366,6 @@ def benchmark(
     data_dir: Optional[Path] = DataDir,
 ):
     """Sweep real sizes x augmentations x seeds, test every classifier on real test, report and plot."""
-    from dataclasses import replace
 
     from classifier import benchmark as bench
     from classifier import report

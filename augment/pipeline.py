@@ -9,8 +9,10 @@ import torch
 from tqdm import tqdm
 
 from augment.checkpoint import load_generator
+from augment.selection import Selection
 from classifier import checkpoint as classifier_checkpoint
 from classifier.train import predict_proba
+from data import mnist
 from data.errors import InputError
 from data.pixels import to_uint8
 from data.synthetic import SyntheticWriter, check_writable
@@ -22,6 +24,7 @@ MAX_DRAWS_PER_KEPT = 50  # bounded tries: give up after drawing this many images
 class GenerateConfig:
     n: int = 10000
     min_confidence: float = 0.9
+    min_realism: float = 0.0  # 0: no realism filter
     balance: bool = False
     seed: int = 0
     batch_size: int = 1000
@@ -33,6 +36,8 @@ class GenerateConfig:
             raise InputError(f"n must be >= 1, got {self.n}")
         if not 0 <= self.min_confidence <= 1:
             raise InputError(f"min-confidence must be in 0..1, got {self.min_confidence}")
+        if not 0 <= self.min_realism <= 100:
+            raise InputError(f"min-realism must be in 0..100 (0 turns it off), got {self.min_realism}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.digit is not None and not 0 <= self.digit <= 9:
@@ -46,6 +51,7 @@ class Report:
     seconds: float
     class_counts: list[int]
     agreement: float | None  # conditional: how often the labeller agrees with the requested class
+    failed: dict  # drawn images failing each test: confidence, realism, agreement with --agree
 
 
 def targets(config: GenerateConfig) -> np.ndarray | None:
@@ -60,21 +66,33 @@ def targets(config: GenerateConfig) -> np.ndarray | None:
 
 
 def generate(generator_path: Path, labeller_path: Path, out: Path, config: GenerateConfig,
-             overwrite: bool = False, progress: bool = True) -> Report:
+             overwrite: bool = False, progress: bool = True, agree_path: Path | None = None,
+             data_dir: Path | None = None) -> Report:
+    """agree_path: a second classifier that must give the same label; data_dir: MNIST, for --min-realism."""
     config.check()
     check_writable(out, overwrite)
     g, g_payload = load_generator(generator_path)
     labeller, _ = classifier_checkpoint.load(labeller_path)
+    second = classifier_checkpoint.load(agree_path)[0] if agree_path else None
+    if agree_path and classifier_checkpoint.sha256_of(agree_path) in (classifier_checkpoint.sha256_of(labeller_path),
+                                                                      classifier_checkpoint.JUDGE_SHA256):
+        raise InputError(f"{agree_path}: --agree needs a classifier independent of the labeller and of the judge "
+                         f"(train one with classify --seed)")
+    dataset = g_payload["info"]["run"]["dataset"]
+    real = mnist.load("train", dataset, data_dir) if config.min_realism else None
+    select = Selection(config.min_confidence, config.min_realism, second, real)
     spec = g.spec
     if config.digit is not None and not spec.conditional:
         raise InputError("--digit needs a conditional generator (train --conditional)")
     quota = targets(config)
     attrs = {
-        "dataset": g_payload["info"]["run"]["dataset"],
+        "dataset": dataset,
         "generator_sha256": classifier_checkpoint.sha256_of(generator_path),
         "labeller_sha256": classifier_checkpoint.sha256_of(labeller_path),
         "seed": config.seed, "min_confidence": config.min_confidence, "balance": config.balance,
-        "config": {**asdict(config), "generator": str(generator_path), "labeller": str(labeller_path), "spec": spec.as_dict()},
+        "config": {**asdict(config), "generator": str(generator_path), "labeller": str(labeller_path), "spec": spec.as_dict(),
+                   "agree": str(agree_path) if agree_path else None,
+                   "agree_sha256": classifier_checkpoint.sha256_of(agree_path) if agree_path else None},
     }
     noise = torch.Generator().manual_seed(config.seed)
     counts, drawn, agree = np.zeros(10, np.int64), 0, 0
@@ -92,7 +110,7 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
             probs = predict_proba(labeller, images)
             confidence, labels = probs.max(1)
             drawn += len(z)
-            keep = confidence >= config.min_confidence
+            keep = select(images, labels, confidence)
             if quota is not None:
                 keep &= _within_quota(labels, keep, quota - counts)
             else:
@@ -106,7 +124,7 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
                 bar.update(int(keep.sum()))
     bar.close()
     return Report(drawn, int(counts.sum()), time.perf_counter() - start, counts.tolist(),
-                  agree / drawn if spec.conditional else None)
+                  agree / drawn if spec.conditional else None, select.failed)
 
 
 def _ask(quota, counts, size: int, noise: torch.Generator) -> torch.Tensor:
@@ -124,8 +142,8 @@ def _within_quota(labels: torch.Tensor, keep: torch.Tensor, room: np.ndarray) ->
 
 def _shortfall(counts, quota, config: GenerateConfig, drawn: int) -> str:
     if quota is None:
-        return (f"only {counts.sum():,} of {config.n:,} samples reached confidence {config.min_confidence} "
-                f"after drawing {drawn:,}: lower --min-confidence")
+        return (f"only {counts.sum():,} of {config.n:,} samples passed the filters after drawing {drawn:,}: "
+                f"lower --min-confidence or --min-realism, or drop --agree")
     short = [f"{c} ({counts[c]:,}/{quota[c]:,})" for c in range(10) if counts[c] < quota[c]]
     return (f"classes too rare at confidence >= {config.min_confidence} after drawing {drawn:,}: "
             f"{', '.join(short)}; lower --min-confidence or drop --balance")

@@ -12,7 +12,7 @@ import torch
 
 from classifier.checkpoint import load_reference
 from classifier.model import DigitCNN
-from classifier.train import TrainConfig, evaluate, fit
+from classifier.train import TrainConfig, evaluate, fit, predict_proba
 from data.mnist import Digits
 from data.pixels import to_model
 
@@ -28,6 +28,7 @@ class Quality:
     label_shares: list[float]  # the reference classifier's predicted classes
     label_entropy_bits: float  # log2(10) = 3.32 for perfectly even classes; mode collapse lowers it
     cas: float | None  # accuracy on real test of a classifier trained on these images alone
+    label_noise: float | None  # share of labels an independent classifier (the judge) disagrees with
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +94,19 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     return _inside(f, r, _kth_distance(r, k)), _inside(r, f, _kth_distance(f, k))
 
 
+def realism(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 2000) -> np.ndarray:
+    """Realism score of each sample (Kynkaanniemi et al. 2019): the largest ratio of a real point's k-NN
+    radius to its distance from the sample, over the real points whose radii are in the smaller half
+    (outliers' wide balls would cover anything). >= 1: inside the real manifold; larger: nearer its core."""
+    r = torch.from_numpy(real).float()
+    radii = _kth_distance(r, k)
+    core = radii <= radii.median()
+    r, radii = r[core], radii[core]
+    f = torch.from_numpy(fake).float()
+    scores = [(radii / torch.cdist(f[i:i + chunk], r).clamp_min(1e-12)).max(1).values for i in range(0, len(f), chunk)]
+    return torch.cat(scores).numpy() if scores else np.empty(0, np.float32)
+
+
 def label_distribution(labels: np.ndarray) -> tuple[list[float], float]:
     shares = np.bincount(labels, minlength=10) / max(len(labels), 1)
     nonzero = shares[shares > 0]
@@ -100,9 +114,10 @@ def label_distribution(labels: np.ndarray) -> tuple[list[float], float]:
 
 
 def measure(images: torch.Tensor, labels: torch.Tensor | None, test: Digits, reference: DigitCNN | None = None,
-            cas_config: TrainConfig | None = TrainConfig(), progress: bool = True) -> Quality:
+            cas_config: TrainConfig | None = TrainConfig(), progress: bool = True, judge: DigitCNN | None = None) -> Quality:
     """All metrics for uint8 images against the real test set. labels (the images' pseudo-labels or
-    requested classes) are needed for CAS only; cas_config None skips it."""
+    requested classes) are needed for CAS and label noise only; cas_config None skips CAS, judge None
+    the label noise estimate."""
     reference = reference or load_reference()
     real, _ = embed(reference, test.images)
     fake, predicted = embed(reference, images)
@@ -113,4 +128,7 @@ def measure(images: torch.Tensor, labels: torch.Tensor | None, test: Digits, ref
     if labels is not None and cas_config is not None:
         model, _ = fit(Digits(images, labels), cas_config, progress=progress)
         cas = evaluate(model, test)
-    return Quality(len(images), fid(real, fake), kid_mean, kid_std, precision, recall, shares, entropy, cas)
+    noise = None
+    if labels is not None and judge is not None:
+        noise = (predict_proba(judge, images).argmax(1) != labels).float().mean().item()
+    return Quality(len(images), fid(real, fake), kid_mean, kid_std, precision, recall, shares, entropy, cas, noise)

@@ -75,10 +75,23 @@ REFERENCE = Path(__file__).parent / "weights" / "reference.pt"
 REFERENCE_SHA256 = "74b769b3f0deefcbacc88812eb99f0311fe7d55f4ff11e96539732b9a2efb62b"
 
 
+JUDGE = Path(__file__).parent / "weights" / "judge.pt"
+JUDGE_SHA256 = "8948ffaf70643814930aa7e1d220ffbbd4bca99e443f0e81abddf226ac674588"
+
+
+def _pinned(path: Path, digest: str, role: str) -> DigitCNN:
+    if not path.is_file() or sha256_of(path) != digest:
+        raise InputError(f"{path}: missing or not the pinned {role} (sha256 {digest[:16]}...); restore it from git")
+    return load(path)[0]
+
+
 def load_reference() -> DigitCNN:
     """The pinned reference classifier, whose features every quality metric is computed on. Its sha256
     is checked so that figures from different machines stay comparable."""
-    if not REFERENCE.is_file() or sha256_of(REFERENCE) != REFERENCE_SHA256:
-        raise InputError(f"{REFERENCE}: missing or not the pinned reference classifier (sha256 {REFERENCE_SHA256[:16]}...); "
-                         f"restore it from git")
-    return load(REFERENCE)[0]
+    return _pinned(REFERENCE, REFERENCE_SHA256, "reference classifier")
+
+
+def load_judge() -> DigitCNN:
+    """The pinned judge: a second classifier on all of MNIST train with another seed than the reference,
+    never used to label anything, so its disagreement with a dataset's labels estimates their noise."""
+    return _pinned(JUDGE, JUDGE_SHA256, "judge classifier")

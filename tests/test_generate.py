@@ -1,3 +1,5 @@
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -5,12 +7,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from augment import explore, pipeline, trainer
+from augment import explore, pipeline, quality, trainer
 from augment.checkpoint import BUNDLED, load_generator
 from augment.models import GanSpec
 from classifier import checkpoint, mixing
-from classifier.checkpoint import REFERENCE
-from classifier.train import TrainConfig, fit
+from augment.selection import Selection
+from classifier.checkpoint import REFERENCE, load_reference
+from classifier.train import TrainConfig, fit, predict_proba
 from cli import app
 from data.pixels import to_uint8
 from data.synthetic import load_synthetic
@@ -82,6 +85,28 @@ def test_conditional_generator_stores_the_requested_class(tmp_path, models):
     assert "the labeller agrees with the requested class on" in result.output
     c = columns(tmp_path / "c.h5")
     assert c["condition"].dtype == np.int16 and set(np.unique(c["condition"])) == set(range(10))
+
+
+def test_realism_and_agreement_filters_keep_only_samples_that_pass(tmp_path, models, train):
+    second, _ = fit(mixing.build(train, 1000, seed=1).train, TrainConfig(epochs=1, min_steps=100, seed=1), progress=False)
+    checkpoint.save(tmp_path / "second.pt", second, {}, {})
+    args = ["generate", "--labeller", REFERENCE, "--n", 300, "--min-confidence", 0.5, "--seed", 2]
+    plain = run(*args, "--out", tmp_path / "plain.h5")
+    kept = run(*args, "--min-realism", 1, "--agree", tmp_path / "second.pt", "--out", tmp_path / "kept.h5")
+    assert plain.exit_code == 0 and kept.exit_code == 0, kept.output
+    drawn = lambda out: int(re.search(r"of ([\d,]+) drawn", out).group(1).replace(",", ""))  # noqa: E731
+    assert drawn(kept.output) > drawn(plain.output)  # more draws for the same 300 kept
+    failed = {k: int(v.replace(",", "")) for k, v in re.findall(r"(confidence|realism|agreement) ([\d,]+)", kept.output.split("failing")[1])}
+    assert failed["realism"] > 0 and failed["agreement"] > 0
+    data = load_synthetic(tmp_path / "kept.h5")
+    assert (predict_proba(second, data.images).argmax(1) == data.labels).all()
+    reference = load_reference()
+    selection = Selection(min_realism=1, real=train)
+    real_scores = quality.realism(selection.real_features, quality.embed(reference, data.images)[0])
+    assert (real_scores >= 1).all() and data.attrs["config"]["min_realism"] == 1
+    assert data.attrs["config"]["agree_sha256"] == checkpoint.sha256_of(tmp_path / "second.pt")
+    refused = run(*args, "--agree", REFERENCE, "--out", tmp_path / "x.h5")
+    assert refused.exit_code == 2 and "independent of the labeller" in refused.output
 
 
 def test_balance_quotas_are_kept_in_drawing_order():

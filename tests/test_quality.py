@@ -57,6 +57,14 @@ def test_precision_recall_see_fidelity_and_coverage_apart():
     assert p == 1 and r == 1
 
 
+def test_realism_scores_core_points_high_and_off_manifold_points_low():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(2000, 8))
+    core, edge, far = np.zeros((1, 8)), np.full((1, 8), 1.2), np.full((1, 8), 20.0)
+    scores = quality.realism(real, np.concatenate([core, edge, far]))
+    assert scores[0] > 1 > scores[2] and scores[0] > scores[1] > scores[2] and scores[2] < 0.2
+
+
 def test_label_entropy():
     assert quality.label_distribution(np.arange(1000) % 10)[1] == pytest.approx(np.log2(10))
     shares, entropy = quality.label_distribution(np.full(50, 3))
@@ -83,6 +91,20 @@ def test_evaluate_cli_prints_every_metric_beside_the_floor(tmp_path, test_digits
         assert name in result.output
     saved = json.loads((tmp_path / "q.json").read_text())
     assert saved["samples"]["n"] == saved["floor"]["n"] == 500 and saved["samples"]["cas"] is None
+    # True labels of real test digits: the judge disagrees with them exactly where it errs (0.46% of test).
+    assert saved["samples"]["label_noise"] < 0.02 and saved["floor"]["label_noise"] == pytest.approx(0.0046, abs=1e-4)
+    assert "label noise (judge)" in result.output
+
+
+def test_label_noise_counts_the_labels_the_judge_disagrees_with(test_digits):
+    from classifier.checkpoint import load_judge
+
+    digits = test_digits.subset(torch.arange(400))
+    wrong = (digits.labels + 1) % 10
+    wrong[:100] = digits.labels[:100]  # a quarter keep their true label
+    clean = quality.measure(digits.images, digits.labels, test_digits, cas_config=None, judge=load_judge())
+    noisy = quality.measure(digits.images, wrong, test_digits, cas_config=None, judge=load_judge())
+    assert clean.label_noise < 0.02 and noisy.label_noise == pytest.approx(0.75, abs=0.02)
 
 
 def test_evaluate_refuses_a_missing_source(tmp_path):

@@ -1,0 +1,43 @@
+"""Which drawn samples to keep: those the labeller is sure of, that lie on the real digits' manifold
+(realism score on the reference features), and whose label a second, independent classifier agrees with."""
+
+from dataclasses import dataclass
+
+import torch
+
+from augment.quality import embed, realism
+from classifier.checkpoint import load_reference
+from classifier.model import DigitCNN
+from classifier.train import predict_proba
+from data import mnist
+from data.mnist import Digits
+
+REAL_IMAGES = 10_000  # class-balanced train images whose features span the real manifold
+
+
+@dataclass
+class Selection:
+    min_confidence: float = 0.9
+    min_realism: float = 0.0  # 0: no realism filter
+    second: DigitCNN | None = None  # keep only samples this classifier labels the same way
+    real: Digits | None = None  # train images, needed for the realism filter
+
+    def __post_init__(self):
+        self.failed = {"confidence": 0, "realism": 0, "agreement": 0}  # drawn images failing each test
+        if self.min_realism:
+            self.reference = load_reference()
+            idx = mnist.labelled_subset(self.real.labels, REAL_IMAGES, seed=0)
+            self.real_features = embed(self.reference, self.real.images[idx])[0]
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        """Mask of the images that pass every test; counts the failures of each."""
+        tests = {"confidence": confidence >= self.min_confidence}
+        if self.min_realism:
+            tests["realism"] = torch.from_numpy(realism(self.real_features, embed(self.reference, images)[0]) >= self.min_realism)
+        if self.second is not None:
+            tests["agreement"] = predict_proba(self.second, images).argmax(1) == labels
+        keep = torch.ones(len(images), dtype=torch.bool)
+        for name, passed in tests.items():
+            self.failed[name] += int((~passed).sum())
+            keep &= passed
+        return keep
