@@ -103,6 +103,7 @@ def train(
     ema: float = typer.Option(0.999, help="Decay of the generator's weight average used for samples; 0 turns it off."),
     sn: bool = typer.Option(False, help="Spectral normalisation in the discriminator (instead of batch norm)."),
     mbstd: bool = typer.Option(False, help="Minibatch standard deviation channel in the discriminator."),
+    deep: bool = typer.Option(False, help="dcgan: one more 3x3 convolution block in each network."),
     r1: float = typer.Option(0.0, help="R1 gradient penalty weight on real images (lazy, every 16 steps); 0 turns it off."),
     diffaug: bool = typer.Option(False, help="Differentiable augmentation (translation + cutout) of all D inputs."),
     eval_every: float = typer.Option(1.0, help="Epochs between FID measurements (metrics.csv, fid.png); 0 turns it off."),
@@ -123,7 +124,8 @@ def train(
     if max_minutes is not None and max_minutes <= 0:
         raise InputError(f"max-minutes must be > 0, got {max_minutes}")
     given = {"batch_size": batch_size, "lr_g": lr_g, "lr_d": lr_d, "beta1": beta1, "beta2": beta2}
-    spec = GanSpec.preset(arch, nz=nz, g_width=g_width, d_width=d_width, conditional=conditional, sn=sn, mbstd=mbstd)
+    spec = GanSpec.preset(arch, nz=nz, g_width=g_width, d_width=d_width, conditional=conditional, sn=sn, mbstd=mbstd,
+                          deep=deep)
     config = trainer.GanConfig(spec=spec, epochs=epochs, loss=loss, ema=ema, seed=seed, sample_every=sample_every,
                                r1=r1, diffaug=diffaug, eval_every=eval_every,
                                dataset=dataset, n_real=n_real, **{**trainer.TRAIN_PRESETS[arch], **{k: v for k, v in given.items() if v is not None}})
