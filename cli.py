@@ -99,13 +99,19 @@ def train(
     nz: Optional[int] = typer.Option(None, help="Latent size.", show_default="64, tutorial 100"),
     g_width: Optional[int] = typer.Option(None, help="Generator width (channels of the last hidden layer).", show_default="64"),
     d_width: Optional[int] = typer.Option(None, help="Discriminator width (channels of the first layer).", show_default="64"),
-    loss: str = typer.Option("bce", help="bce (non-saturating) or hinge."),
-    ema: float = typer.Option(0.999, help="Decay of the generator's weight average used for samples; 0 turns it off."),
-    sn: bool = typer.Option(False, help="Spectral normalisation in the discriminator (instead of batch norm)."),
-    mbstd: bool = typer.Option(False, help="Minibatch standard deviation channel in the discriminator."),
-    deep: bool = typer.Option(False, help="dcgan: one more 3x3 convolution block in each network."),
-    r1: float = typer.Option(0.0, help="R1 gradient penalty weight on real images (lazy, every 16 steps); 0 turns it off."),
-    diffaug: bool = typer.Option(False, help="Differentiable augmentation (translation + cutout) of all D inputs."),
+    loss: Optional[str] = typer.Option(None, help="bce (non-saturating) or hinge.", show_default="bce"),
+    ema: Optional[float] = typer.Option(None, help="Decay of the generator's weight average used for samples; 0 turns it off.",
+                                        show_default="0.999"),
+    sn: Optional[bool] = typer.Option(None, "--sn/--no-sn", help="Spectral normalisation in D (instead of batch norm).",
+                                      show_default="no"),
+    mbstd: Optional[bool] = typer.Option(None, "--mbstd/--no-mbstd", help="Minibatch standard deviation channel in D.",
+                                         show_default="no"),
+    deep: Optional[bool] = typer.Option(None, "--deep/--no-deep", help="dcgan: one more 3x3 convolution block in each network.",
+                                        show_default="no"),
+    r1: Optional[float] = typer.Option(None, help="R1 gradient penalty weight on real images (lazy, every 16 steps); 0 turns it off.",
+                                       show_default="0"),
+    diffaug: Optional[bool] = typer.Option(None, "--diffaug/--no-diffaug", help="Differentiable augmentation (translation + "
+                                           "cutout) of everything D sees.", show_default="no"),
     eval_every: float = typer.Option(1.0, help="Epochs between FID measurements (metrics.csv, fid.png); 0 turns it off."),
     seed: int = typer.Option(0, help="Seed for weights, shuffles and noise."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop (with a resumable checkpoint) after this many minutes."),
@@ -123,11 +129,11 @@ def train(
         raise InputError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     if max_minutes is not None and max_minutes <= 0:
         raise InputError(f"max-minutes must be > 0, got {max_minutes}")
-    given = {"batch_size": batch_size, "lr_g": lr_g, "lr_d": lr_d, "beta1": beta1, "beta2": beta2}
+    given = {"batch_size": batch_size, "lr_g": lr_g, "lr_d": lr_d, "beta1": beta1, "beta2": beta2, "loss": loss, "ema": ema,
+             "r1": r1, "diffaug": diffaug}
     spec = GanSpec.preset(arch, nz=nz, g_width=g_width, d_width=d_width, conditional=conditional, sn=sn, mbstd=mbstd,
                           deep=deep)
-    config = trainer.GanConfig(spec=spec, epochs=epochs, loss=loss, ema=ema, seed=seed, sample_every=sample_every,
-                               r1=r1, diffaug=diffaug, eval_every=eval_every,
+    config = trainer.GanConfig(spec=spec, epochs=epochs, seed=seed, sample_every=sample_every, eval_every=eval_every,
                                dataset=dataset, n_real=n_real, **{**trainer.TRAIN_PRESETS[arch], **{k: v for k, v in given.items() if v is not None}})
     if resume:
         if not (out / "checkpoint.pt").is_file():

@@ -39,8 +39,10 @@ LOG_EVERY = 20  # steps per CSV row
 R1_EVERY = 16  # lazy R1 (Karras et al. 2020): the penalty every 16th D step, scaled by 16
 # Training defaults per architecture: the tutorial's are those of the Keras original.
 TRAIN_PRESETS = {
-    "dcgan": {"batch_size": 128, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999},
-    "tutorial": {"batch_size": 256, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999},
+    "dcgan": {"batch_size": 128, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "loss": "bce", "ema": 0.999,
+              "r1": 0.0, "diffaug": False},
+    "tutorial": {"batch_size": 256, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "loss": "bce", "ema": 0.999,
+                 "r1": 0.0, "diffaug": False},
 }
 
 
@@ -75,6 +77,7 @@ class GanConfig:
             (self.r1 >= 0, f"r1 must be >= 0, got {self.r1}"),
             (0 <= self.eval_every <= 1000, f"eval-every must be in 0..1000 epochs (0 turns it off), got {self.eval_every}"),
             (self.spec.nz >= 1 and self.spec.g_width >= 1 and self.spec.d_width >= 1, "latent size and widths must be >= 1"),
+            (not self.spec.deep or self.spec.arch == "dcgan", "deep is an option of the dcgan architecture only"),
         ]
         for ok, message in problems:
             if not ok:
