@@ -34,7 +34,7 @@ from PIL import Image
 LOSSES = ("bce", "hinge")
 EXPLODED = 1e4  # a loss this large means training has diverged
 CSV_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
-METRIC_FIELDS = ("step", "epoch", "minutes", "fid", "floor")
+METRIC_FIELDS = ("step", "epoch", "minutes", "fid", "floor", "class_gap")
 LOG_EVERY = 20  # steps per CSV row
 R1_EVERY = 16  # lazy R1 (Karras et al. 2020): the penalty every 16th D step, scaled by 16
 # Training defaults per architecture: the tutorial's are those of the Keras original.
@@ -182,7 +182,7 @@ class GanRun:
     def measure(self) -> None:
         """Append the sampling generator's FID to metrics.csv."""
         row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "minutes": self.seconds / 60,
-               "fid": self.probe(self.sampler()), "floor": self.probe.floor}
+               **self.probe(self.sampler()), "floor": self.probe.floor}
         path = self.folder / "metrics.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:

@@ -148,6 +148,7 @@ def test_fid_is_tracked_during_training_and_survives_resume(tmp_path, train):
     floor = log["floor"].iloc[0]
     assert (log["floor"] == floor).all() and 0.5 < floor < 5  # 5,000 real train images vs the validation split
     assert (log["fid"] > 20 * floor).all()  # a dozen steps of a tiny GAN are far from real digits
+    assert ((log["class_gap"] > 0) & (log["class_gap"] < 92)).all()  # points; about 90 when every sample reads as one class
     q = outcome.quality
     assert q["best_fid"] == log["fid"].min() and q["floor"] == floor and q["minutes_to_10x"] is None
     assert (folder / "fid.png").stat().st_size > 1000
