@@ -327,8 +327,8 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) 
 
 
 class _CtrlC:
-    """Ctrl-C ends training after the current step, so the checkpoint holds whole steps only;
-    a second Ctrl-C stops at once."""
+    """Ctrl-C or SIGTERM (kill, timeout, a scheduler, a session ending) ends training after the current
+    step, so the checkpoint holds whole steps only; a second one stops at once."""
 
     def __init__(self):
         self.pressed = False
@@ -341,12 +341,13 @@ class _CtrlC:
 
     def __enter__(self):
         if self.active:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc):
         if self.active:
-            signal.signal(signal.SIGINT, self.previous)
+            for s, handler in self.previous.items():
+                signal.signal(s, handler)
 
 
 class _CsvLog:

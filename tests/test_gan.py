@@ -116,15 +116,16 @@ def test_n_real_trains_on_classifys_labelled_subset(tmp_path, train):
     assert torch.equal(run.data.labels, train.labels[mnist.labelled_subset(train.labels, 100, 3)])
 
 
-def test_ctrl_c_saves_a_checkpoint_the_cli_resumes(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_the_cli_resumes(tmp_path, sig):
     out = tmp_path / "run"
     cmd = [sys.executable, "cli.py", "train", "--out", str(out), "--n-real", "1000", "--batch-size", "10",
-           "--nz", "8", "--g-width", "8", "--d-width", "8", "--epochs", "1000"]
+           "--nz", "8", "--g-width", "8", "--d-width", "8", "--eval-every", "0", "--epochs", "1000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
     deadline = time.time() + 60
     while not (out / "checkpoint.pt").exists() and time.time() < deadline:  # wait for the end of epoch 1
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert "interrupted: epoch " in stdout and "--resume" in stdout
