@@ -108,11 +108,13 @@ def train(
                                          show_default="no"),
     deep: Optional[bool] = typer.Option(None, "--deep/--no-deep", help="dcgan: one more 3x3 convolution block in each network.",
                                         show_default="no"),
-    r1: Optional[float] = typer.Option(None, help="R1 gradient penalty weight on real images (lazy, every 16 steps); 0 turns it off.",
+    r1: Optional[float] = typer.Option(None, help="R1 gradient penalty weight on real images (lazy, every 16 steps); 0 turns it "
+                                       "off. Per-image only without batch norm in D: use with --sn.",
                                        show_default="0"),
     diffaug: Optional[bool] = typer.Option(None, "--diffaug/--no-diffaug", help="Differentiable augmentation (translation + "
                                            "cutout) of everything D sees.", show_default="no"),
-    eval_every: float = typer.Option(1.0, help="Epochs between FID measurements (metrics.csv, fid.png); 0 turns it off."),
+    eval_every: Optional[float] = typer.Option(None, help="Epochs between FID measurements (metrics.csv, fid.png); 0 turns "
+                                               "it off.", show_default="1, or the resumed run's"),
     seed: int = typer.Option(0, help="Seed for weights, shuffles and noise."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop (with a resumable checkpoint) after this many minutes."),
     sample_every: int = typer.Option(0, help="Also save a sample grid every N steps (one per epoch always)."),
@@ -133,12 +135,12 @@ def train(
              "r1": r1, "diffaug": diffaug}
     spec = GanSpec.preset(arch, nz=nz, g_width=g_width, d_width=d_width, conditional=conditional, sn=sn, mbstd=mbstd,
                           deep=deep)
-    config = trainer.GanConfig(spec=spec, epochs=epochs, seed=seed, sample_every=sample_every, eval_every=eval_every,
-                               dataset=dataset, n_real=n_real, **{**trainer.TRAIN_PRESETS[arch], **{k: v for k, v in given.items() if v is not None}})
+    config = trainer.GanConfig(spec=spec, epochs=epochs, seed=seed, sample_every=sample_every,
+                               eval_every=1.0 if eval_every is None else eval_every, dataset=dataset, n_real=n_real, **{**trainer.TRAIN_PRESETS[arch], **{k: v for k, v in given.items() if v is not None}})
     if resume:
         if not (out / "checkpoint.pt").is_file():
             raise InputError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist")
-        config = trainer.saved_config(out, epochs)
+        config = trainer.saved_config(out, epochs, eval_every)
     threads = use_all_cores()
     run = trainer.start(out, config, mnist.load("train", config.dataset, data_dir), resume)
     c = run.config
@@ -193,9 +195,8 @@ def generate(
     typer.echo(f"wrote {out}: {report.kept:,} images, {report.kept / report.seconds:,.0f} images/s written")
     tests = [f"confidence >= {min_confidence}"] + [f"realism >= {min_realism}"] * bool(min_realism) + [f"agreement with {agree}"] * bool(agree)
     typer.echo(f"kept {report.kept:,} of {report.drawn:,} drawn ({report.kept / report.drawn:.1%}) at {', '.join(tests)}")
-    if min_realism or agree:
-        typer.echo("drawn images failing each test: " + ", ".join(f"{k} {v:,}" for k, v in report.failed.items() if k in
-                                                                 ("confidence", "realism" if min_realism else "", "agreement" if agree else "")))
+    if len(report.failed) > 1:
+        typer.echo("drawn images failing each test: " + ", ".join(f"{k} {v:,}" for k, v in report.failed.items()))
     if report.agreement is not None:
         typer.echo(f"the labeller agrees with the requested class on {report.agreement:.1%} of all drawn images")
     typer.echo("class histogram: " + "  ".join(f"{c}: {k:,}" for c, k in enumerate(report.class_counts)))

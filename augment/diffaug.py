@@ -6,7 +6,8 @@ import torch
 
 
 def diff_augment(x: torch.Tensor, noise: torch.Generator, shift: float = 0.125, cut: float = 0.5) -> torch.Tensor:
-    """Translate each image by up to `shift` of its size, then blank a random square of `cut` of its size."""
+    """Translate each image by up to `shift` of its size, then blank a random square `cut` of its side wide
+    (clipped at the border); every image draws its own shift and square."""
     n, _, h, w = x.shape
     s = round(h * shift)
     dy, dx = torch.randint(-s, s + 1, (2, n, 1, 1), generator=noise)  # each (n, 1, 1)
@@ -14,7 +15,8 @@ def diff_augment(x: torch.Tensor, noise: torch.Generator, shift: float = 0.125, 
     rows = torch.arange(h).view(1, h, 1) + s - dy
     cols = torch.arange(w).view(1, 1, w) + s - dx
     x = padded[torch.arange(n).view(n, 1, 1), 0, rows, cols].unsqueeze(1)
-    cy, cx = torch.randint(0, h, (2, n, 1, 1, 1), generator=noise)
-    half = round(h * cut) / 2
-    inside = ((torch.arange(h).view(1, 1, h, 1) - cy).abs() < half) & ((torch.arange(w).view(1, 1, 1, w) - cx).abs() < half)
+    size = round(h * cut)
+    top, left = torch.randint(0, h + 1, (2, n, 1, 1, 1), generator=noise) - size // 2  # centres anywhere, as in DiffAugment
+    rows, cols = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
     return torch.where(inside, -1.0, x)

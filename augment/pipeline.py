@@ -73,6 +73,8 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     check_writable(out, overwrite)
     g, g_payload = load_generator(generator_path)
     labeller, _ = classifier_checkpoint.load(labeller_path)
+    if config.digit is not None and not g.spec.conditional:
+        raise InputError("--digit needs a conditional generator (train --conditional)")
     second = classifier_checkpoint.load(agree_path)[0] if agree_path else None
     if agree_path and classifier_checkpoint.sha256_of(agree_path) in (classifier_checkpoint.sha256_of(labeller_path),
                                                                       classifier_checkpoint.JUDGE_SHA256):
@@ -82,8 +84,6 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     real = mnist.load("train", dataset, data_dir) if config.min_realism else None
     select = Selection(config.min_confidence, config.min_realism, second, real)
     spec = g.spec
-    if config.digit is not None and not spec.conditional:
-        raise InputError("--digit needs a conditional generator (train --conditional)")
     quota = targets(config)
     attrs = {
         "dataset": dataset,
@@ -146,7 +146,7 @@ def _shortfall(counts, quota, config: GenerateConfig, drawn: int) -> str:
                 f"lower --min-confidence or --min-realism, or drop --agree")
     short = [f"{c} ({counts[c]:,}/{quota[c]:,})" for c in range(10) if counts[c] < quota[c]]
     return (f"classes too rare at confidence >= {config.min_confidence} after drawing {drawn:,}: "
-            f"{', '.join(short)}; lower --min-confidence or drop --balance")
+            f"{', '.join(short)}; lower --min-confidence or --min-realism, drop --agree, or drop --balance")
 
 
 @torch.inference_mode()

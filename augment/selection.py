@@ -17,13 +17,14 @@ REAL_IMAGES = 10_000  # class-balanced train images whose features span the real
 
 @dataclass
 class Selection:
-    min_confidence: float = 0.9
+    min_confidence: float
     min_realism: float = 0.0  # 0: no realism filter
     second: DigitCNN | None = None  # keep only samples this classifier labels the same way
     real: Digits | None = None  # train images, needed for the realism filter
 
     def __post_init__(self):
-        self.failed = {"confidence": 0, "realism": 0, "agreement": 0}  # drawn images failing each test
+        on = {"confidence": True, "realism": bool(self.min_realism), "agreement": self.second is not None}
+        self.failed = {test: 0 for test, used in on.items() if used}  # drawn images failing each test that is on
         if self.min_realism:
             self.reference = load_reference()
             idx = mnist.labelled_subset(self.real.labels, REAL_IMAGES, seed=0)

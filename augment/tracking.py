@@ -2,8 +2,9 @@
 and how far its class shares stray from the real ones (imbalance alone can cost tens of FID points).
 
 The probe never looks at the test set: its reference is the fixed validation split (5,000
-class-balanced train images) and its floor is a class-balanced real subset of the same size as
-the samples, from the rest of train, under the pinned reference classifier's features."""
+class-balanced train images; a GAN on all of train has seen them, as it has every real image)
+and its floor is a class-balanced real subset of the same size as the samples, from the rest of
+train, under the pinned reference classifier's features."""
 
 import torch
 
@@ -20,9 +21,8 @@ class FidProbe:
     def __init__(self, train: Digits, n: int = SAMPLES, seed: int = 0):
         self.n, self.seed = n, seed
         self.reference = load_reference()
-        pool, val = mnist.validation_split(train.labels)
-        self.real = embed(self.reference, train.images[val])[0]
-        floor_set = train.images[mnist.balanced_subset(train.labels, pool, n, seed)]
+        self.real = embed(self.reference, train.images[mnist.validation_split(train.labels)[1]])[0]
+        floor_set = train.images[mnist.labelled_subset(train.labels, n, seed)]
         self.floor = fid(self.real, embed(self.reference, floor_set)[0])
         self.shares = torch.bincount(train.labels, minlength=10) / len(train)
 

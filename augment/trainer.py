@@ -78,6 +78,8 @@ class GanConfig:
             (0 <= self.eval_every <= 1000, f"eval-every must be in 0..1000 epochs (0 turns it off), got {self.eval_every}"),
             (self.spec.nz >= 1 and self.spec.g_width >= 1 and self.spec.d_width >= 1, "latent size and widths must be >= 1"),
             (not self.spec.deep or self.spec.arch == "dcgan", "deep is an option of the dcgan architecture only"),
+            (not self.spec.mbstd or self.batch_size % 4 == 0, f"mbstd groups images in fours: batch size {self.batch_size} "
+                                                               f"must be a multiple of 4"),
         ]
         for ok, message in problems:
             if not ok:
@@ -210,10 +212,7 @@ class GanRun:
                       + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         else:
             d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-        penalty = 0.0
-        if penalise:
-            grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-            penalty = grad.square().sum((1, 2, 3)).mean() * (cfg.r1 / 2 * R1_EVERY)
+        penalty = r1_penalty(d_real, real, cfg.r1) if penalise else 0.0
         self.opt_d.zero_grad(set_to_none=True)
         (d_loss + penalty).backward()
         self.opt_d.step()
@@ -237,10 +236,17 @@ class GanRun:
                 "d_real": torch.sigmoid(d_real).mean().item(), "d_fake": torch.sigmoid(d_fake).mean().item()}
 
 
-def saved_config(folder: Path, epochs: int) -> GanConfig:
-    """The config of the run saved in `folder`, with a new total of epochs."""
+def r1_penalty(d_real: torch.Tensor, real: torch.Tensor, gamma: float) -> torch.Tensor:
+    """gamma/2 * mean ||grad_x D(x)||^2 over the real images, times R1_EVERY because it is only added on
+    every R1_EVERY-th step (lazy regularisation keeps the same strength at 1/16 of the cost)."""
+    grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+    return grad.square().sum((1, 2, 3)).mean() * (gamma / 2 * R1_EVERY)
+
+
+def saved_config(folder: Path, epochs: int, eval_every: float | None = None) -> GanConfig:
+    """The config of the run saved in `folder`, with a new total of epochs (and FID schedule, if given)."""
     saved = GanConfig.from_dict(load_training(folder / "checkpoint.pt")["config"])
-    return GanConfig(**{**saved.__dict__, "epochs": epochs})
+    return GanConfig(**{**saved.__dict__, "epochs": epochs, "eval_every": saved.eval_every if eval_every is None else eval_every})
 
 
 def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool) -> GanRun:
@@ -251,14 +257,15 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool) -> G
         data = train_set.subset(mnist.labelled_subset(train_set.labels, config.n_real, config.seed))
     if len(data) < config.batch_size:
         raise InputError(f"batch size {config.batch_size} is larger than the {len(data)} training images")
+    if not resume and folder.exists() and any(folder.iterdir()):
+        raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
+    state = load_training(folder / "checkpoint.pt") if resume else None
     run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every else None)
     if resume:
-        run.restore(load_training(folder / "checkpoint.pt"))
+        run.restore(state)
         _trim_csv(folder / "losses.csv", run.step)
         _trim_csv(folder / "metrics.csv", run.step)
     else:
-        if folder.exists() and any(folder.iterdir()):
-            raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
         folder.mkdir(parents=True, exist_ok=True)
     return run
 
@@ -276,7 +283,7 @@ def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) 
         if run.probe:
             run.measure()
     stopped, message = "finished", ""
-    with _CtrlC() as ctrl_c:
+    with _Interrupts() as interrupts:
         while run.epoch < cfg.epochs:
             order = run.epoch_order()
             while run.position < per_epoch:
@@ -299,8 +306,8 @@ def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) 
                     run.sample_grid()
                 if run.probe and run.step % run.eval_steps == 0:
                     run.measure()
-                if ctrl_c.pressed or time.monotonic() > deadline:
-                    stopped = "interrupted" if ctrl_c.pressed else "time budget"
+                if interrupts.pressed or time.monotonic() > deadline:
+                    stopped = "interrupted" if interrupts.pressed else "time budget"
                     return _finish(run, stopped, message, start_time, start_step, bar, log)
             run.epoch += 1
             run.position = 0
@@ -326,7 +333,7 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) 
     return Outcome(stopped, run.step, run.epoch, seconds, rate, message, fid_summary(run.folder / "metrics.csv"))
 
 
-class _CtrlC:
+class _Interrupts:
     """Ctrl-C or SIGTERM (kill, timeout, a scheduler, a session ending) ends training after the current
     step, so the checkpoint holds whole steps only; a second one stops at once."""
 

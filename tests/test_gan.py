@@ -141,6 +141,8 @@ def test_fid_is_tracked_during_training_and_survives_resume(tmp_path, train):
     run = trainer.start(folder, config, train, resume=False)
     assert run.eval_steps == 2
     first = trainer.train(run, max_minutes=1e-9, progress=False)  # stops after one step
+    with open(folder / "metrics.csv", "a") as f:  # a row logged after the checkpoint, as a killed run leaves
+        f.write("5,1.25,0.1,999.0,1.8,10.0\n")
     run = trainer.start(folder, trainer.saved_config(folder, 3), train, resume=True)
     outcome = trainer.train(run, progress=False)
     log = pd.read_csv(folder / "metrics.csv")
@@ -161,6 +163,17 @@ def test_fid_summary_finds_the_first_time_under_ten_times_the_floor(tmp_path):
                   "fid": [500.0, 19.0, 25.0, 12.0], "floor": [2.0] * 4}).to_csv(path, index=False)
     q = trainer.fid_summary(path)
     assert (q["best_fid"], q["best_step"], q["minutes_to_10x"]) == (12.0, 30, 1.5)
+
+
+def test_deep_adds_a_conv_block_to_each_network_and_only_to_dcgan():
+    plain, deep = GanSpec(), GanSpec(deep=True)
+    count = lambda m: sum(isinstance(x, torch.nn.Conv2d) for x in m.modules())  # noqa: E731
+    assert count(Generator(deep)) == count(Generator(plain)) + 1 and count(Discriminator(deep)) == count(Discriminator(plain)) + 1
+    assert Generator(deep)(torch.randn(4, 64)).shape == (4, 1, 28, 28)
+    with pytest.raises(InputError, match="deep is an option of the dcgan"):
+        trainer.GanConfig(spec=GanSpec.preset("tutorial", deep=True)).check()
+    with pytest.raises(InputError, match="multiple of 4"):
+        trainer.GanConfig(spec=GanSpec(mbstd=True), batch_size=30).check()
 
 
 def test_discriminator_options_are_built_as_named():
@@ -189,7 +202,7 @@ def test_minibatch_std_sees_variety_and_keeps_gradients_finite():
 def test_diff_augment_translates_and_cuts_out_the_same_way_for_the_same_noise(digits):
     from augment.diffaug import diff_augment
     from data.pixels import to_model
-
+    
     x = to_model(digits.images[:64]).requires_grad_(True)
     a = diff_augment(x, torch.Generator().manual_seed(1))
     b = diff_augment(x, torch.Generator().manual_seed(1))
@@ -199,13 +212,30 @@ def test_diff_augment_translates_and_cuts_out_the_same_way_for_the_same_noise(di
     assert (ink(a) <= ink(x) + 1e-4).all() and (ink(a) < ink(x)).float().mean() > 0.5  # moved and cut, never added
     a.sum().backward()
     assert set(x.grad.unique().tolist()) <= {0.0, 1.0}  # pixels pass through or are dropped
+    blank = diff_augment(torch.ones(500, 1, 28, 28), torch.Generator().manual_seed(2))
+    cut = (blank == -1).sum((1, 2, 3))  # translation pads up to 4 rows and columns, the cutout is 14x14 at most
+    assert cut.max() <= 14 * 14 + 2 * 4 * 28 and (cut >= 14 * 14).float().mean() > 0.2
+    shifted = diff_augment(torch.ones(500, 1, 28, 28), torch.Generator().manual_seed(2), cut=0)
+    assert ((shifted == -1).sum((1, 2, 3)) <= 4 * 28 * 2).all() and (shifted == -1).any()
 
 
-def test_r1_penalty_changes_the_discriminator_update(digits):
-    updates = []
-    for r1 in (0.0, 10.0):
-        run = trainer.GanRun(Path("unused"), trainer.GanConfig(**{**TINY.__dict__, "r1": r1}), digits)
-        before = [p.clone() for p in run.d.parameters()]
+def test_r1_penalty_is_gamma_half_the_squared_input_gradient_times_16():
+    w = torch.randn(1, 28, 28)
+    real = torch.randn(5, 1, 28, 28, requires_grad=True)
+    d_real = (real * w).sum((1, 2, 3)) ** 2 / 2  # D(x) = (w.x)^2 / 2: grad = (w.x) w, per image
+    expected = ((real.detach() * w).sum((1, 2, 3)) ** 2 * w.square().sum()).mean() * (3.0 / 2 * 16)
+    assert torch.allclose(trainer.r1_penalty(d_real, real, 3.0), expected, rtol=1e-5)
+
+
+def test_r1_is_added_lazily_every_16th_step(digits, monkeypatch):
+    calls = []
+    real_penalty = trainer.r1_penalty
+    monkeypatch.setattr(trainer, "r1_penalty", lambda *a: calls.append(1) or real_penalty(*a))
+    run = trainer.GanRun(Path("unused"), trainer.GanConfig(**{**TINY.__dict__, "r1": 1.0}), digits)
+    steps = []
+    for step in range(33):
+        run.step = step
+        n = len(calls)
         run.train_step(torch.arange(32))
-        updates.append([p - b for p, b in zip(run.d.parameters(), before)])
-    assert not all(torch.allclose(a, b) for a, b in zip(*updates))
+        steps += [step] * (len(calls) - n)
+    assert steps == [0, 16, 32]
