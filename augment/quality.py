@@ -94,14 +94,19 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     return _inside(f, r, _kth_distance(r, k)), _inside(r, f, _kth_distance(f, k))
 
 
-def realism(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 2000) -> np.ndarray:
-    """Realism score of each sample (Kynkaanniemi et al. 2019): the largest ratio of a real point's k-NN
-    radius to its distance from the sample, over the real points whose radii are in the smaller half
-    (outliers' wide balls would cover anything). >= 1: inside the real manifold; larger: nearer its core."""
+def real_manifold(real: np.ndarray, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """What realism() measures against, computed once: the real points whose k-NN radii are in the smaller
+    half (outliers' wide balls would cover anything), and those radii."""
     r = torch.from_numpy(real).float()
     radii = _kth_distance(r, k)
     core = radii <= radii.median()
-    r, radii = r[core], radii[core]
+    return r[core], radii[core]
+
+
+def realism(manifold: tuple[torch.Tensor, torch.Tensor], fake: np.ndarray, chunk: int = 2000) -> np.ndarray:
+    """Realism score of each sample (Kynkaanniemi et al. 2019): the largest ratio of a real point's k-NN
+    radius to its distance from the sample. >= 1: inside the real manifold; larger: nearer its core."""
+    r, radii = manifold
     f = torch.from_numpy(fake).float()
     scores = [(radii / torch.cdist(f[i:i + chunk], r).clamp_min(1e-12)).max(1).values for i in range(0, len(f), chunk)]
     return torch.cat(scores).numpy() if scores else np.empty(0, np.float32)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from augment.quality import embed, realism
+from augment.quality import embed, real_manifold, realism
 from classifier.checkpoint import load_reference
 from classifier.model import DigitCNN
 from classifier.train import predict_proba
@@ -28,13 +28,13 @@ class Selection:
         if self.min_realism:
             self.reference = load_reference()
             idx = mnist.labelled_subset(self.real.labels, REAL_IMAGES, seed=0)
-            self.real_features = embed(self.reference, self.real.images[idx])[0]
+            self.manifold = real_manifold(embed(self.reference, self.real.images[idx])[0])
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
         """Mask of the images that pass every test; counts the failures of each."""
         tests = {"confidence": confidence >= self.min_confidence}
         if self.min_realism:
-            tests["realism"] = torch.from_numpy(realism(self.real_features, embed(self.reference, images)[0]) >= self.min_realism)
+            tests["realism"] = torch.from_numpy(realism(self.manifold, embed(self.reference, images)[0]) >= self.min_realism)
         if self.second is not None:
             tests["agreement"] = predict_proba(self.second, images).argmax(1) == labels
         keep = torch.ones(len(images), dtype=torch.bool)

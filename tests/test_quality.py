@@ -61,7 +61,7 @@ def test_realism_scores_core_points_high_and_off_manifold_points_low():
     rng = np.random.default_rng(0)
     real = rng.normal(size=(2000, 8))
     core, edge, far = np.zeros((1, 8)), np.full((1, 8), 1.2), np.full((1, 8), 20.0)
-    scores = quality.realism(real, np.concatenate([core, edge, far]))
+    scores = quality.realism(quality.real_manifold(real), np.concatenate([core, edge, far]))
     assert scores[0] > 1 > scores[2] and scores[0] > scores[1] > scores[2] and scores[2] < 0.2
 
 
