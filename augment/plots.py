@@ -31,7 +31,7 @@ def plot_fid(csv_path: Path, png_path: Path) -> Path:
     floor = log["floor"].iloc[-1]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, x, label in zip(axes, ("minutes", "step"), ("training minutes", "step")):
-        ax.plot(log[x], log["fid"], marker=".", label="samples (EMA generator)")
+        ax.plot(log[x], log["fid"], marker=".", label="samples")
         ax.axhline(floor, color="green", linestyle="--", label=f"real floor {floor:.2f}")
         ax.axhline(10 * floor, color="grey", linestyle=":", label="10x floor")
         ax.set_xlabel(label)

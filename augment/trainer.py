@@ -278,12 +278,13 @@ def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) 
     start_time, start_step = time.perf_counter(), run.step
     log = _CsvLog(run.folder / "losses.csv")
     bar = tqdm(total=total, initial=run.step, desc="gan", unit="step", disable=None if progress else True)
-    if run.step == 0:
-        run.sample_grid()
-        if run.probe:
-            run.measure()
     stopped, message = "finished", ""
     with _Interrupts() as interrupts:
+        if run.step == 0:
+            run.checkpoint()  # so that even a run that diverges at once leaves a checkpoint to resume or inspect
+            run.sample_grid()
+            if run.probe:
+                run.measure()
         while run.epoch < cfg.epochs:
             order = run.epoch_order()
             while run.position < per_epoch:

@@ -100,6 +100,17 @@ def test_diverging_losses_stop_and_keep_the_last_good_checkpoint(tmp_path, digit
     assert sha256_of(folder / "checkpoint.pt") == good
 
 
+def test_a_run_that_diverges_at_once_can_still_be_resumed(tmp_path, digits, monkeypatch):
+    folder = tmp_path / "run"
+    real_step = trainer.GanRun.train_step
+    monkeypatch.setattr(trainer.GanRun, "train_step", lambda self, idx: {**real_step(self, idx), "g_loss": float("inf")})
+    outcome = trainer.train(trainer.start(folder, TINY, digits, False), progress=False)
+    assert outcome.stopped == "diverged" and "at step 1 " in outcome.message
+    monkeypatch.setattr(trainer.GanRun, "train_step", real_step)
+    run = trainer.start(folder, trainer.saved_config(folder, 1), digits, resume=True)
+    assert run.step == 0 and trainer.train(run, progress=False).stopped == "finished"
+
+
 def test_bad_training_requests(tmp_path, digits):
     with pytest.raises(InputError, match="loss must be one of"):
         trainer.start(tmp_path / "a", trainer.GanConfig(loss="wasserstein"), digits, False)
@@ -123,7 +134,7 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_the_cli_resumes(tmp_path, sig):
            "--nz", "8", "--g-width", "8", "--d-width", "8", "--eval-every", "0", "--epochs", "1000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
     deadline = time.time() + 60
-    while not (out / "checkpoint.pt").exists() and time.time() < deadline:  # wait for the end of epoch 1
+    while not (out / "samples" / "step_00000100.png").exists() and time.time() < deadline:  # wait for the end of epoch 1
         time.sleep(0.2)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
