@@ -94,12 +94,17 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     return _inside(f, r, _kth_distance(r, k)), _inside(r, f, _kth_distance(f, k))
 
 
-def real_manifold(real: np.ndarray, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+def real_manifold(real: np.ndarray, labels: torch.Tensor, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """What realism() measures against, computed once: the real points whose k-NN radii are in the smaller
-    half (outliers' wide balls would cover anything), and those radii."""
+    half (outliers' wide balls would cover anything), and those radii. The halves are taken per class:
+    a global median would drop most of the loosely clustered digits (2, 8) and with them every sample of
+    those classes (measured: 0.1% 2s kept at realism >= 1, from 6.6% drawn)."""
     r = torch.from_numpy(real).float()
     radii = _kth_distance(r, k)
-    core = radii <= radii.median()
+    core = torch.zeros(len(r), dtype=torch.bool)
+    for c in labels.unique():
+        mine = labels == c
+        core |= mine & (radii <= radii[mine].median())
     return r[core], radii[core]
 
 

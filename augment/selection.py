@@ -28,7 +28,7 @@ class Selection:
         if self.min_realism:
             self.reference = load_reference()
             idx = mnist.labelled_subset(self.real.labels, REAL_IMAGES, seed=0)
-            self.manifold = real_manifold(embed(self.reference, self.real.images[idx])[0])
+            self.manifold = real_manifold(embed(self.reference, self.real.images[idx])[0], self.real.labels[idx])
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
         """Mask of the images that pass every test; counts the failures of each."""

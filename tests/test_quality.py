@@ -61,8 +61,14 @@ def test_realism_scores_core_points_high_and_off_manifold_points_low():
     rng = np.random.default_rng(0)
     real = rng.normal(size=(2000, 8))
     core, edge, far = np.zeros((1, 8)), np.full((1, 8), 1.2), np.full((1, 8), 20.0)
-    scores = quality.realism(quality.real_manifold(real), np.concatenate([core, edge, far]))
+    scores = quality.realism(quality.real_manifold(real, torch.zeros(2000)), np.concatenate([core, edge, far]))
     assert scores[0] > 1 > scores[2] and scores[0] > scores[1] > scores[2] and scores[2] < 0.2
+    # Two classes, one spread four times wider: per-class halves keep a core of each, so samples near
+    # the wide class's centre still score as real.
+    wide = rng.normal(size=(2000, 8)) * 4 + 30
+    manifold = quality.real_manifold(np.concatenate([real, wide]), torch.tensor([0] * 2000 + [1] * 2000))
+    assert (quality.realism(manifold, np.full((1, 8), 30.0)) > 1).all()
+    assert 2000 <= len(manifold[0]) <= 2002 and (manifold[0][:, 0] > 15).sum() >= 1000  # half of each class
 
 
 def test_label_entropy():
