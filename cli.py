@@ -118,6 +118,9 @@ def train(
     seed: int = typer.Option(0, help="Seed for weights, shuffles and noise."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop (with a resumable checkpoint) after this many minutes."),
     sample_every: int = typer.Option(0, help="Also save a sample grid every N steps (one per epoch always)."),
+    labeller: Optional[Path] = typer.Option(None, help="Semi-supervised, with --conditional --n-real: a classify checkpoint "
+                                            "that labels the rest of the training pool (use one trained on the subset alone)."),
+    min_confidence: float = typer.Option(0.9, help="With --labeller: use its labels where it is at least this sure."),
     dataset: str = typer.Option("mnist", help="mnist or fashion."),
     data_dir: Optional[Path] = DataDir,
 ):
@@ -136,7 +139,8 @@ def train(
     spec = GanSpec.preset(arch, nz=nz, g_width=g_width, d_width=d_width, conditional=conditional, sn=sn, mbstd=mbstd,
                           deep=deep)
     config = trainer.GanConfig(spec=spec, epochs=epochs, seed=seed, sample_every=sample_every,
-                               eval_every=1.0 if eval_every is None else eval_every, dataset=dataset, n_real=n_real, **{**trainer.TRAIN_PRESETS[arch], **{k: v for k, v in given.items() if v is not None}})
+                               eval_every=1.0 if eval_every is None else eval_every, dataset=dataset,
+                               labeller=str(labeller) if labeller else None, min_confidence=min_confidence, n_real=n_real, **{**trainer.TRAIN_PRESETS[arch], **{k: v for k, v in given.items() if v is not None}})
     if resume:
         if not (out / "checkpoint.pt").is_file():
             raise InputError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist")
@@ -144,8 +148,12 @@ def train(
     threads = use_all_cores()
     run = trainer.start(out, config, mnist.load("train", config.dataset, data_dir), resume)
     c = run.config
+    images = f"{len(run.data):,} {c.dataset} images"
+    if c.labeller:
+        images = (f"{c.n_real:,} labelled + {len(run.data) - c.n_real:,} {c.dataset} images labelled by {c.labeller} "
+                  f"at confidence >= {c.min_confidence}")
     typer.echo(f"{'resuming' if resume else 'training'} {c.spec.arch}{' conditional' if c.spec.conditional else ''} GAN "
-               f"on {len(run.data):,} {c.dataset} images: {run.steps_per_epoch:,} steps/epoch of {c.batch_size}, "
+               f"on {images}: {run.steps_per_epoch:,} steps/epoch of {c.batch_size}, "
                f"{c.epochs} epochs, from step {run.step:,} ({threads} threads) -> {out}")
     result = trainer.train(run, max_minutes)
     typer.echo(f"{result.stopped}: epoch {result.epoch}, step {result.step:,}, {result.seconds:.0f} s, "

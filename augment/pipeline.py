@@ -11,7 +11,7 @@ from tqdm import tqdm
 from augment.checkpoint import load_generator
 from augment.selection import Selection
 from classifier import checkpoint as classifier_checkpoint
-from classifier.train import predict_proba
+from classifier.train import pseudo_label
 from data import mnist
 from data.errors import InputError
 from data.pixels import to_uint8
@@ -82,7 +82,7 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
                          f"(train one with classify --seed)")
     dataset = g_payload["info"]["run"]["dataset"]
     real = mnist.load("train", dataset, data_dir) if config.min_realism else None
-    select = Selection(config.min_confidence, config.min_realism, second, real)
+    select = Selection(config.min_realism, second, real)
     spec = g.spec
     quota = targets(config)
     attrs = {
@@ -107,10 +107,10 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
             z = torch.randn(config.batch_size, spec.nz, generator=noise)
             asked = _ask(quota, counts, config.batch_size, noise) if spec.conditional else None
             images = to_uint8(g(z, asked))
-            probs = predict_proba(labeller, images)
+            probs, confident = pseudo_label(labeller, images, config.min_confidence)
             confidence, labels = probs.max(1)
             drawn += len(z)
-            keep = select(images, labels, confidence)
+            keep = select(images, labels, confident)
             if quota is not None:
                 keep &= _within_quota(labels, keep, quota - counts)
             else:

@@ -17,7 +17,6 @@ REAL_IMAGES = 10_000  # class-balanced train images whose features span the real
 
 @dataclass
 class Selection:
-    min_confidence: float
     min_realism: float = 0.0  # 0: no realism filter
     second: DigitCNN | None = None  # keep only samples this classifier labels the same way
     real: Digits | None = None  # train images, needed for the realism filter
@@ -30,9 +29,10 @@ class Selection:
             idx = mnist.labelled_subset(self.real.labels, REAL_IMAGES, seed=0)
             self.manifold = real_manifold(embed(self.reference, self.real.images[idx])[0], self.real.labels[idx])
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
-        """Mask of the images that pass every test; counts the failures of each."""
-        tests = {"confidence": confidence >= self.min_confidence}
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, confident: torch.Tensor) -> torch.Tensor:
+        """Mask of the images that pass every test (confident: the labeller's, from pseudo_label); counts
+        the failures of each."""
+        tests = {"confidence": confident}
         if self.min_realism:
             tests["realism"] = torch.from_numpy(realism(self.manifold, embed(self.reference, images)[0]) >= self.min_realism)
         if self.second is not None:

@@ -25,6 +25,9 @@ from augment.images import save_gif, save_grid
 from augment.models import Discriminator, GanSpec, Generator
 from augment.plots import plot_fid, plot_losses
 from augment.tracking import FidProbe
+from classifier.checkpoint import load as load_classifier
+from classifier.checkpoint import sha256_of
+from classifier.train import pseudo_label
 from data.errors import InputError
 from data import mnist
 from data.mnist import Digits
@@ -64,6 +67,9 @@ class GanConfig:
     sample_every: int = 0
     dataset: str = "mnist"
     n_real: int | None = None  # a class-balanced labelled subset (classify's, for the same seed); None: all
+    labeller: str | None = None  # with n_real: a classifier checkpoint that labels the rest of the training pool
+    labeller_sha256: str | None = None  # recorded at the start; a resumed run refuses a changed labeller
+    min_confidence: float = 0.9  # the labeller's labels are used where it is at least this sure
 
     def check(self) -> None:
         problems = [
@@ -78,6 +84,9 @@ class GanConfig:
             (0 <= self.eval_every <= 1000, f"eval-every must be in 0..1000 epochs (0 turns it off), got {self.eval_every}"),
             (self.spec.nz >= 1 and self.spec.g_width >= 1 and self.spec.d_width >= 1, "latent size and widths must be >= 1"),
             (not self.spec.deep or self.spec.arch == "dcgan", "deep is an option of the dcgan architecture only"),
+            (not self.labeller or (self.spec.conditional and self.n_real is not None),
+             "--labeller labels the images outside the --n-real subset for a --conditional GAN: give both"),
+            (0 <= self.min_confidence <= 1, f"min-confidence must be in 0..1, got {self.min_confidence}"),
             (not self.spec.mbstd or self.batch_size % 4 == 0, f"mbstd groups images in fours: batch size {self.batch_size} "
                                                                f"must be a multiple of 4"),
         ]
@@ -249,12 +258,30 @@ def saved_config(folder: Path, epochs: int, eval_every: float | None = None) -> 
     return GanConfig(**{**saved.__dict__, "epochs": epochs, "eval_every": saved.eval_every if eval_every is None else eval_every})
 
 
+def training_set(train_set: Digits, config: GanConfig) -> Digits:
+    """What the GAN learns from: all of train; or classify's labelled subset of n_real; plus, with a labeller
+    (semi-supervised), the rest of the training pool with the labels it is confident of."""
+    if config.n_real is None:
+        return train_set
+    labelled = mnist.labelled_subset(train_set.labels, config.n_real, config.seed)
+    data = train_set.subset(labelled)
+    if not config.labeller:
+        return data
+    if sha256_of(config.labeller) != config.labeller_sha256:
+        raise InputError(f"{config.labeller}: not the labeller this run started with (sha256 {config.labeller_sha256[:16]}...)")
+    pool, _ = mnist.validation_split(train_set.labels)
+    rest = pool[~torch.isin(pool, labelled)]
+    probs, keep = pseudo_label(load_classifier(config.labeller)[0], train_set.images[rest], config.min_confidence)
+    return Digits(torch.cat([data.images, train_set.images[rest[keep]]]), torch.cat([data.labels, probs.argmax(1)[keep]]))
+
+
 def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool) -> GanRun:
     """A fresh run in an empty (or new) folder, or, resuming, the run saved there (config from saved_config)."""
     config.check()
-    data = train_set
-    if config.n_real is not None:
-        data = train_set.subset(mnist.labelled_subset(train_set.labels, config.n_real, config.seed))
+    if config.labeller and not config.labeller_sha256:
+        load_classifier(config.labeller)  # refuses a missing or foreign file before anything is written
+        config = GanConfig(**{**config.__dict__, "labeller_sha256": sha256_of(config.labeller)})
+    data = training_set(train_set, config)
     if len(data) < config.batch_size:
         raise InputError(f"batch size {config.batch_size} is larger than the {len(data)} training images")
     if not resume and folder.exists() and any(folder.iterdir()):

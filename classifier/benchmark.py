@@ -14,7 +14,7 @@ import torch
 
 from classifier.checkpoint import sha256_of
 from classifier.model import DigitCNN
-from classifier.train import TrainConfig, evaluate, fit, predict_proba
+from classifier.train import TrainConfig, evaluate, fit, pseudo_label
 from data import mnist
 from data.errors import InputError
 from data.mnist import Digits
@@ -122,10 +122,9 @@ class _Cell:
             if found >= want:
                 break
             idx = order[start:start + LABEL_CHUNK]
-            confidence, label = predict_proba(labeller, images[idx]).max(1)
-            keep = confidence >= self.sweep.min_confidence
+            probs, keep = pseudo_label(labeller, images[idx], self.sweep.min_confidence)
             picks.append(idx[keep])
-            labels.append(label[keep])
+            labels.append(probs.argmax(1)[keep])
             found += int(keep.sum())
         if found < want:
             raise InputError(f"only {found:,} {source} images reach confidence {self.sweep.min_confidence} under the "

@@ -133,6 +133,13 @@ def predict_proba(model: DigitCNN, images: torch.Tensor, device: str | torch.dev
     return torch.cat(out) if out else torch.empty(0, 10)
 
 
+def pseudo_label(model: DigitCNN, images: torch.Tensor, min_confidence: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one pseudo-labelling rule: softmax probabilities (N, 10), and the mask of the images whose top
+    probability reaches min_confidence (their labels are the argmax)."""
+    probs = predict_proba(model, images)
+    return probs, probs.max(1).values >= min_confidence
+
+
 def evaluate(model: DigitCNN, digits: Digits, device: str | torch.device = "cpu") -> float:
     """Top-1 accuracy on a labelled set."""
     return (predict_proba(model, digits.images, device).argmax(1) == digits.labels).float().mean().item()

@@ -123,8 +123,36 @@ def test_bad_training_requests(tmp_path, digits):
 
 
 def test_n_real_trains_on_classifys_labelled_subset(tmp_path, train):
-    run = trainer.start(tmp_path / "r", trainer.GanConfig(n_real=100, seed=3, batch_size=50), train, False)
+    run = trainer.start(tmp_path / "r", trainer.GanConfig(n_real=100, seed=3, batch_size=50, eval_every=0), train, False)
     assert torch.equal(run.data.labels, train.labels[mnist.labelled_subset(train.labels, 100, 3)])
+
+
+def test_semi_supervised_conditional_gan_adds_the_labellers_confident_labels(tmp_path, train):
+    from classifier import checkpoint
+    from classifier.train import TrainConfig, fit, predict_proba
+
+    subset = mnist.labelled_subset(train.labels, 100, 3)
+    labeller, _ = fit(train.subset(subset), TrainConfig(epochs=1, min_steps=60), progress=False)
+    checkpoint.save(tmp_path / "labeller.pt", labeller, {}, {})
+    config = trainer.GanConfig(spec=GanSpec(conditional=True), n_real=100, seed=3, batch_size=50, eval_every=0,
+                               labeller=str(tmp_path / "labeller.pt"), min_confidence=0.95)
+    run = trainer.start(tmp_path / "r", config, train, False)
+    trainer.train(run, max_minutes=1e-9, progress=False)  # one step, and a checkpoint to resume
+    data = run.data
+    assert torch.equal(data.images[:100], train.images[subset]) and torch.equal(data.labels[:100], train.labels[subset])
+    extra = data.images[100:]
+    probs = predict_proba(labeller, extra)
+    assert 1000 < len(extra) < 55_000 - 100 and (probs.max(1).values >= 0.95).all()
+    assert torch.equal(probs.argmax(1), data.labels[100:])
+    # Nothing from the validation split, nothing from the labelled subset twice.
+    _, val = mnist.validation_split(train.labels)
+    held_out = {bytes(im.numpy()) for im in train.images[torch.cat([val, subset])]}
+    assert not any(bytes(im.numpy()) in held_out for im in extra)
+    with pytest.raises(InputError, match="give both"):
+        trainer.start(tmp_path / "s", trainer.GanConfig(n_real=100, labeller=str(tmp_path / "labeller.pt")), train, False)
+    checkpoint.save(tmp_path / "labeller.pt", labeller, {"changed": True}, {})
+    with pytest.raises(InputError, match="not the labeller this run started with"):
+        trainer.start(tmp_path / "r", trainer.saved_config(tmp_path / "r", 2), train, True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -101,7 +101,7 @@ def test_realism_and_agreement_filters_keep_only_samples_that_pass(tmp_path, mod
     data = load_synthetic(tmp_path / "kept.h5")
     assert (predict_proba(second, data.images).argmax(1) == data.labels).all()
     reference = load_reference()
-    selection = Selection(0.5, min_realism=1, real=train)
+    selection = Selection(min_realism=1, real=train)
     real_scores = quality.realism(selection.manifold, quality.embed(reference, data.images)[0])
     assert (real_scores >= 1).all() and data.attrs["config"]["min_realism"] == 1
     assert data.attrs["config"]["agree_sha256"] == checkpoint.sha256_of(tmp_path / "second.pt")
