@@ -107,7 +107,7 @@ def train(
     mbstd: Optional[bool] = typer.Option(None, "--mbstd/--no-mbstd", help="Minibatch standard deviation channel in D.",
                                          show_default="no"),
     deep: Optional[bool] = typer.Option(None, "--deep/--no-deep", help="dcgan: one more 3x3 convolution block in each network.",
-                                        show_default="no"),
+                                        show_default="yes for dcgan"),
     r1: Optional[float] = typer.Option(None, help="R1 gradient penalty weight on real images (lazy, every 16 steps); 0 turns it "
                                        "off. Per-image only without batch norm in D: use with --sn.",
                                        show_default="0"),
