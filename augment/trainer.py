@@ -26,7 +26,7 @@ from augment.models import Discriminator, GanSpec, Generator
 from augment.plots import plot_fid, plot_losses
 from augment.tracking import FidProbe
 from classifier.checkpoint import load as load_classifier
-from classifier.checkpoint import sha256_of
+from classifier.checkpoint import JUDGE_SHA256, REFERENCE_SHA256, sha256_of
 from classifier.train import pseudo_label
 from data.errors import InputError
 from data import mnist
@@ -191,14 +191,20 @@ class GanRun:
         save_grid(images, self.folder / "samples" / f"step_{self.step:08d}.png")
 
     def measure(self) -> None:
-        """Append the sampling generator's FID to metrics.csv."""
+        """Append the sampling generator's FID to metrics.csv, once per step, in the columns the file
+        already has (a run begun by an older version lacks class_gap)."""
+        path = self.folder / "metrics.csv"
+        fields, steps = METRIC_FIELDS, []
+        if path.exists():
+            log = pd.read_csv(path)
+            fields, steps = tuple(log.columns), log["step"].tolist()
+        if self.step in steps:  # resumed from the step-0 checkpoint
+            return
         row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "minutes": self.seconds / 60,
                **self.probe(self.sampler()), "floor": self.probe.floor}
-        path = self.folder / "metrics.csv"
-        new = not path.exists()
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_FIELDS)
-            if new:
+            writer = csv.DictWriter(f, fields, extrasaction="ignore")
+            if not steps and not path.stat().st_size:
                 writer.writeheader()
             writer.writerow(row)
 
@@ -267,7 +273,7 @@ def training_set(train_set: Digits, config: GanConfig) -> Digits:
     data = train_set.subset(labelled)
     if not config.labeller:
         return data
-    if sha256_of(config.labeller) != config.labeller_sha256:
+    if not Path(config.labeller).is_file() or sha256_of(config.labeller) != config.labeller_sha256:
         raise InputError(f"{config.labeller}: not the labeller this run started with (sha256 {config.labeller_sha256[:16]}...)")
     pool, _ = mnist.validation_split(train_set.labels)
     rest = pool[~torch.isin(pool, labelled)]
@@ -275,12 +281,27 @@ def training_set(train_set: Digits, config: GanConfig) -> Digits:
     return Digits(torch.cat([data.images, train_set.images[rest[keep]]]), torch.cat([data.labels, probs.argmax(1)[keep]]))
 
 
+def _check_labeller(config: GanConfig) -> None:
+    """The labeller must have seen the labelled subset alone: classify's checkpoint for the same n_real and
+    seed, with no synthetic data; the pinned reference and judge saw all of train and are refused."""
+    _, payload = load_classifier(config.labeller)  # refuses a missing or foreign file before anything is written
+    if sha256_of(config.labeller) in (REFERENCE_SHA256, JUDGE_SHA256):
+        raise InputError(f"{config.labeller}: the pinned reference and judge saw every label; use a classifier of the subset")
+    c = payload.get("config", {})
+    trained = (c.get("n_real"), c.get("seed"), c.get("n_synthetic"), c.get("val_size"), c.get("dataset"))
+    if trained != (config.n_real, config.seed, 0, mnist.VAL_SIZE, config.dataset):
+        raise InputError(f"{config.labeller}: trained on n_real {trained[0]}, seed {trained[1]}, {trained[2]} synthetic, "
+                         f"val-size {trained[3]}, {trained[4]}; this run's labelled subset needs "
+                         f"`classify --n-real {config.n_real} --seed {config.seed}` (no synthetic, default validation)")
+
+
 def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool) -> GanRun:
     """A fresh run in an empty (or new) folder, or, resuming, the run saved there (config from saved_config)."""
     config.check()
     if config.labeller and not config.labeller_sha256:
-        load_classifier(config.labeller)  # refuses a missing or foreign file before anything is written
-        config = GanConfig(**{**config.__dict__, "labeller_sha256": sha256_of(config.labeller)})
+        _check_labeller(config)
+        config = GanConfig(**{**config.__dict__, "labeller": str(Path(config.labeller).resolve()),
+                              "labeller_sha256": sha256_of(config.labeller)})
     data = training_set(train_set, config)
     if len(data) < config.batch_size:
         raise InputError(f"batch size {config.batch_size} is larger than the {len(data)} training images")

@@ -133,7 +133,12 @@ def test_semi_supervised_conditional_gan_adds_the_labellers_confident_labels(tmp
 
     subset = mnist.labelled_subset(train.labels, 100, 3)
     labeller, _ = fit(train.subset(subset), TrainConfig(epochs=1, min_steps=60), progress=False)
-    checkpoint.save(tmp_path / "labeller.pt", labeller, {}, {})
+    trained = {"n_real": 100, "seed": 3, "n_synthetic": 0, "val_size": 5000, "dataset": "mnist"}
+    checkpoint.save(tmp_path / "other.pt", labeller, {**trained, "n_real": 1000}, {})
+    with pytest.raises(InputError, match="trained on n_real 1000"):
+        trainer.start(tmp_path / "o", trainer.GanConfig(spec=GanSpec(conditional=True), n_real=100, seed=3,
+                                                        labeller=str(tmp_path / "other.pt")), train, False)
+    checkpoint.save(tmp_path / "labeller.pt", labeller, trained, {})
     config = trainer.GanConfig(spec=GanSpec(conditional=True), n_real=100, seed=3, batch_size=50, eval_every=0,
                                labeller=str(tmp_path / "labeller.pt"), min_confidence=0.95)
     run = trainer.start(tmp_path / "r", config, train, False)
@@ -150,7 +155,9 @@ def test_semi_supervised_conditional_gan_adds_the_labellers_confident_labels(tmp
     assert not any(bytes(im.numpy()) in held_out for im in extra)
     with pytest.raises(InputError, match="give both"):
         trainer.start(tmp_path / "s", trainer.GanConfig(n_real=100, labeller=str(tmp_path / "labeller.pt")), train, False)
-    checkpoint.save(tmp_path / "labeller.pt", labeller, {"changed": True}, {})
+    resumed = trainer.start(tmp_path / "r", trainer.saved_config(tmp_path / "r", 2), train, True)
+    assert torch.equal(resumed.data.labels, data.labels) and resumed.step == 1
+    checkpoint.save(tmp_path / "labeller.pt", labeller, {**trained, "changed": True}, {})
     with pytest.raises(InputError, match="not the labeller this run started with"):
         trainer.start(tmp_path / "r", trainer.saved_config(tmp_path / "r", 2), train, True)
 
@@ -278,3 +285,21 @@ def test_r1_is_added_lazily_every_16th_step(digits, monkeypatch):
         run.train_step(torch.arange(32))
         steps += [step] * (len(calls) - n)
     assert steps == [0, 16, 32]
+
+
+def test_metrics_rows_are_written_once_per_step_in_the_files_own_columns(tmp_path, digits):
+    class Probe:
+        floor = 1.8
+
+        def __call__(self, g):
+            return {"fid": 100.0, "class_gap": 5.0}
+
+    run = trainer.GanRun(tmp_path, TINY, digits, Probe())
+    run.measure()
+    run.measure()  # resumed from the step-0 checkpoint: no second row
+    assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [0]
+    (tmp_path / "metrics.csv").write_text("step,epoch,minutes,fid,floor\n0,0.0,0.0,900.0,1.8\n")  # an older run's file
+    run.step = 3
+    run.measure()
+    log = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(log.columns) == ["step", "epoch", "minutes", "fid", "floor"] and log["fid"].tolist() == [900.0, 100.0]
