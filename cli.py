@@ -56,7 +56,8 @@ def classify(
 ):
     """Train the classifier on real (+ synthetic) digits, print its real test accuracy, save it."""
     from classifier import checkpoint, mixing
-    from classifier.train import TrainConfig, evaluate, fit, use_all_cores
+    from classifier.train import TrainConfig, evaluate, fit
+    from data.files import use_all_cores
     from data import mnist
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps, augment=augment, seed=seed)
@@ -127,7 +128,7 @@ def train(
     """Train a DCGAN, saving a sample grid per epoch, a losses CSV and plot, a GIF, and checkpoints."""
     from augment import trainer
     from augment.models import ARCHS, GanSpec
-    from classifier.train import use_all_cores
+    from data.files import use_all_cores
     from data import mnist
 
     if arch not in ARCHS:
@@ -193,7 +194,7 @@ def generate(
     """Draw digits, pseudo-label them, keep the confident (realistic, agreed) ones, write an HDF5 synthetic dataset."""
     from augment.checkpoint import BUNDLED
     from augment.pipeline import GenerateConfig, generate as run_generate
-    from classifier.train import use_all_cores
+    from data.files import use_all_cores
 
     config = GenerateConfig(n=n, min_confidence=min_confidence, min_realism=min_realism, balance=balance, seed=seed,
                             batch_size=batch_size, save_latents=save_latents, digit=digit)
@@ -304,7 +305,8 @@ def evaluate(
     from augment.checkpoint import load_generator
     from augment.pipeline import draw
     from classifier import checkpoint as classifier_checkpoint
-    from classifier.train import TrainConfig, predict_proba, use_all_cores
+    from classifier.train import TrainConfig, predict_proba
+    from data.files import use_all_cores
     from classifier.train import evaluate as evaluate_classifier
     from data import mnist
     from data.synthetic import load_synthetic
@@ -386,7 +388,7 @@ def benchmark(
 
     from classifier import benchmark as bench
     from classifier import report
-    from classifier.train import use_all_cores
+    from data.files import use_all_cores
     from data import mnist
     from data.synthetic import load_synthetic
 

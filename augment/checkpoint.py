@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from augment.models import GanSpec, Generator
-from classifier.checkpoint import read_payload, save_atomic
+from data.files import read_payload, save_atomic
 from data.errors import InputError
 
 TRAINING_KIND, GENERATOR_KIND = "digitgen-gan-training", "digitgen-generator"

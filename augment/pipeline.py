@@ -14,6 +14,7 @@ from classifier import checkpoint as classifier_checkpoint
 from classifier.train import pseudo_label
 from data import mnist
 from data.errors import InputError
+from data.files import sha256_of
 from data.pixels import to_uint8
 from data.synthetic import SyntheticWriter, check_writable
 
@@ -76,7 +77,7 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     if config.digit is not None and not g.spec.conditional:
         raise InputError("--digit needs a conditional generator (train --conditional)")
     second = classifier_checkpoint.load(agree_path)[0] if agree_path else None
-    if agree_path and classifier_checkpoint.sha256_of(agree_path) in (classifier_checkpoint.sha256_of(labeller_path),
+    if agree_path and sha256_of(agree_path) in (sha256_of(labeller_path),
                                                                       classifier_checkpoint.JUDGE_SHA256):
         raise InputError(f"{agree_path}: --agree needs a classifier independent of the labeller and of the judge "
                          f"(train one with classify --seed)")
@@ -87,12 +88,12 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     quota = targets(config)
     attrs = {
         "dataset": dataset,
-        "generator_sha256": classifier_checkpoint.sha256_of(generator_path),
-        "labeller_sha256": classifier_checkpoint.sha256_of(labeller_path),
+        "generator_sha256": sha256_of(generator_path),
+        "labeller_sha256": sha256_of(labeller_path),
         "seed": config.seed, "min_confidence": config.min_confidence, "balance": config.balance,
         "config": {**asdict(config), "generator": str(generator_path), "labeller": str(labeller_path), "spec": spec.as_dict(),
                    "agree": str(agree_path) if agree_path else None,
-                   "agree_sha256": classifier_checkpoint.sha256_of(agree_path) if agree_path else None},
+                   "agree_sha256": sha256_of(agree_path) if agree_path else None},
     }
     noise = torch.Generator().manual_seed(config.seed)
     counts, drawn, agree = np.zeros(10, np.int64), 0, 0

@@ -12,9 +12,8 @@ import torch
 
 from classifier.checkpoint import load_reference
 from classifier.model import DigitCNN
-from classifier.train import TrainConfig, evaluate, fit, predict_proba
+from classifier.train import TrainConfig, batched, evaluate, fit, predict_proba
 from data.mnist import Digits
-from data.pixels import to_model
 
 
 @dataclass(frozen=True)
@@ -34,14 +33,12 @@ class Quality:
         return asdict(self)
 
 
-@torch.inference_mode()
-def embed(model: DigitCNN, images: torch.Tensor, batch: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+def embed(model: DigitCNN, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features (N, 128) float64 and predicted labels of uint8 images (N, 28, 28)."""
-    model.eval()
-    feats = [model.features(to_model(images[i:i + batch]).contiguous(memory_format=torch.channels_last))
-             for i in range(0, len(images), batch)]
-    f = torch.cat(feats)
-    return f.double().numpy(), model.head(f).argmax(1).numpy()
+    f = batched(model.eval().features, images)
+    with torch.inference_mode():
+        labels = model.head(f).argmax(1)
+    return f.double().numpy(), labels.numpy()
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:

@@ -26,7 +26,8 @@ from augment.models import Discriminator, GanSpec, Generator
 from augment.plots import plot_fid, plot_losses
 from augment.tracking import FidProbe
 from classifier.checkpoint import load as load_classifier
-from classifier.checkpoint import JUDGE_SHA256, REFERENCE_SHA256, sha256_of
+from classifier.checkpoint import JUDGE_SHA256, REFERENCE_SHA256
+from data.files import sha256_of
 from classifier.train import pseudo_label
 from data.errors import InputError
 from data import mnist

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from classifier.checkpoint import sha256_of
+from data.files import sha256_of
 from classifier.model import DigitCNN
 from classifier.train import TrainConfig, evaluate, fit, pseudo_label
 from data import mnist

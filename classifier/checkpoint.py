@@ -1,35 +1,15 @@
 """Classifier checkpoints: weights + config + metrics in one torch file, its sha256 in a JSON beside it."""
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from classifier.model import ARCH, DigitCNN
 from data.errors import InputError
+from data.files import read_payload, save_atomic, sha256_of
 
 KIND = "digitgen-classifier"
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def save_atomic(payload: dict, path: Path) -> str:
-    """torch.save under a temporary name, then rename into place; returns the file's sha256."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return sha256_of(path)
 
 
 def save(path: str | Path, model: DigitCNN, config: dict, metrics: dict) -> str:
@@ -41,21 +21,6 @@ def save(path: str | Path, model: DigitCNN, config: dict, metrics: dict) -> str:
     sidecar = {"file": path.name, "sha256": digest, "arch": ARCH, "config": config, "metrics": metrics}
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return digest
-
-
-def read_payload(path: str | Path, kind: str) -> dict:
-    """Load a checkpoint dict safely (weights_only) and check what kind of checkpoint it is."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != kind:
-        found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
-        raise InputError(f"{path}: is a {found!r} checkpoint, expected {kind!r}")
-    return payload
 
 
 def load(path: str | Path) -> tuple[DigitCNN, dict]:

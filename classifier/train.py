@@ -1,7 +1,6 @@
 """Training and evaluation of DigitCNN: seeded, reproducible, uint8 data batched without Python per-sample work."""
 
 import math
-import os
 import time
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ from tqdm import tqdm
 from classifier.affine import random_affine
 from classifier.model import DigitCNN
 from data.errors import InputError
+from data.files import resolve_device
 from data.mnist import Digits
 from data.pixels import to_model
 
@@ -50,20 +50,6 @@ class TrainConfig:
             raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.augment not in AUGMENTATIONS:
             raise InputError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
-
-
-def use_all_cores() -> int:
-    """torch may default to fewer threads than the cores this process may use."""
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    return torch.get_num_threads()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") or (name == "cuda" and not torch.cuda.is_available()):
-        raise InputError(f"device {name!r} is not available: choose auto, cpu or cuda (with a GPU)")
-    return torch.device(name)
 
 
 def _batches(n: int, size: int, generator: torch.Generator):
@@ -123,14 +109,18 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
 
 
 @torch.inference_mode()
-def predict_proba(model: DigitCNN, images: torch.Tensor, device: str | torch.device = "cpu",
-                  batch: int = 2000) -> torch.Tensor:
-    """Softmax probabilities (N, 10) float32 for uint8 images (N, 28, 28)."""
-    model.eval()
+def batched(fn, images: torch.Tensor, device: str | torch.device = "cpu", batch: int = 2000) -> torch.Tensor:
+    """The one batched-inference loop: fn on model inputs made from uint8 images (N, 28, 28) a batch at a
+    time, so memory stays uint8; outputs float32, concatenated on the CPU."""
     dev = torch.device(device)
-    out = [model(to_model(images[i:i + batch]).to(dev, memory_format=torch.channels_last)).softmax(1).float().cpu()
+    out = [fn(to_model(images[i:i + batch]).to(dev, memory_format=torch.channels_last)).float().cpu()
            for i in range(0, len(images), batch)]
-    return torch.cat(out) if out else torch.empty(0, 10)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def predict_proba(model: DigitCNN, images: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Softmax probabilities (N, 10) float32 for uint8 images (N, 28, 28)."""
+    return batched(lambda x: model.eval()(x).softmax(1), images, device).reshape(-1, 10)
 
 
 def pseudo_label(model: DigitCNN, images: torch.Tensor, min_confidence: float) -> tuple[torch.Tensor, torch.Tensor]:

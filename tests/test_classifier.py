@@ -8,6 +8,7 @@ from classifier.affine import random_affine
 from classifier.model import DigitCNN
 from classifier.train import TrainConfig, evaluate, fit, predict_proba
 from data.errors import InputError
+from data.files import sha256_of
 from data.pixels import to_model
 
 QUICK = TrainConfig(epochs=2, batch_size=64, min_steps=60, seed=3)
@@ -63,7 +64,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path, small):
     images = small[1].images[:200]
     assert torch.equal(predict_proba(loaded, images), predict_proba(model, images))
     sidecar = json.loads(path.with_suffix(".json").read_text())
-    assert sidecar["sha256"] == digest == checkpoint.sha256_of(path) and payload["config"] == {"seed": 0}
+    assert sidecar["sha256"] == digest == sha256_of(path) and payload["config"] == {"seed": 0}
 
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"junk")

@@ -13,7 +13,7 @@ from PIL import Image
 from augment import trainer
 from augment.checkpoint import load_generator
 from augment.models import Discriminator, GanSpec, Generator
-from classifier.checkpoint import sha256_of
+from data.files import sha256_of
 from data import mnist
 from data.errors import InputError
 
