@@ -14,7 +14,8 @@ import torch
 
 from data.files import sha256_of
 from classifier.model import DigitCNN
-from classifier.train import TrainConfig, evaluate, fit, pseudo_label
+from classifier.mixing import mix
+from classifier.train import TrainConfig, evaluate, fit
 from data import mnist
 from data.errors import InputError
 from data.mnist import Digits
@@ -28,7 +29,6 @@ VARIANTS = {
     "pseudo-real": "real + the other real train images, without their labels, labelled by the labeller",
     "self-training": "synthetic+classical after K rounds of relabelling with the last classifier",
 }
-LABEL_CHUNK = 4096
 COLUMNS = ["size", "variant", "ratio", "seed", "accuracy", "errors", "n_real", "n_extra", "steps", "seconds"]
 
 
@@ -41,10 +41,13 @@ class Sweep:
     min_confidence: float = 0.9
     epochs: int = 12
     min_steps: int = 600
+    val_size: int = mnist.VAL_SIZE  # labelled subsets are drawn as classify draws them, never from validation
 
     def check(self, train_size: int) -> None:
-        if not self.sizes or not all(0 < s <= train_size for s in self.sizes):
-            raise InputError(f"sizes must be in 1..{train_size}, got {list(self.sizes)}")
+        pool = train_size - self.val_size
+        if not self.sizes or not all(0 < s <= pool or s == train_size for s in self.sizes):
+            raise InputError(f"sizes must be in 1..{pool:,} (the training pool without validation) or {train_size:,} "
+                             f"(every label), got {list(self.sizes)}")
         if not self.ratios or not all(0 < r <= 100 for r in self.ratios):
             raise InputError(f"ratios must be in (0, 100], got {list(self.ratios)}")
         if not self.seeds:
@@ -88,7 +91,7 @@ class _Cell:
                  done: set, record):
         self.sweep, self.size, self.seed, self.test, self.pool, self.done, self.record = \
             sweep, size, seed, test, pool, done, record
-        labelled = mnist.balanced_subset(train.labels, torch.arange(len(train)), size, seed)
+        labelled = mnist.labelled_subset(train.labels, size, seed, sweep.val_size)
         self.real = train.subset(labelled)
         others = torch.ones(len(train), dtype=torch.bool)
         others[labelled] = False
@@ -113,25 +116,8 @@ class _Cell:
         return model
 
     def mixed(self, images: torch.Tensor, labeller: DigitCNN, ratio: float, source: str) -> Digits:
-        """The real subset plus round(ratio * size) images the labeller is confident about, taken in seeded
-        order; images are labelled a chunk at a time, only as far as needed (pools run to 100,000s)."""
-        want = round(ratio * self.size)
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
-        picks, labels, found = [], [], 0
-        for start in range(0, len(order), LABEL_CHUNK):
-            if found >= want:
-                break
-            idx = order[start:start + LABEL_CHUNK]
-            probs, keep = pseudo_label(labeller, images[idx], self.sweep.min_confidence)
-            picks.append(idx[keep])
-            labels.append(probs.argmax(1)[keep])
-            found += int(keep.sum())
-        if found < want:
-            raise InputError(f"only {found:,} {source} images reach confidence {self.sweep.min_confidence} under the "
-                             f"labeller of {self.size:,} real images (seed {self.seed}); ratio {ratio:g} needs {want:,}: "
-                             f"use a larger pool or a lower --min-confidence")
-        pick, label = torch.cat(picks)[:want], torch.cat(labels)[:want]
-        return Digits(torch.cat([self.real.images, images[pick]]), torch.cat([self.real.labels, label]))
+        return mix(self.real, images, ratio, self.seed, labeller=labeller, min_confidence=self.sweep.min_confidence,
+                   source=f"{source} (labeller of {self.size:,} real images, seed {self.seed})")
 
     def run(self) -> None:
         sweep, ratios = self.sweep, self.sweep.ratios

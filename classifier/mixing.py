@@ -1,14 +1,49 @@
-"""Training sets: a labelled real subset, plus synthetic digits at a synthetic:real ratio."""
+"""Training sets: a labelled real subset, plus extra images at an extra:real ratio. The one mixing rule,
+used by classify and by every benchmark row: extras are taken in seeded random order, skipping those the
+labeller is not sure of."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from classifier.model import DigitCNN
+from classifier.train import pseudo_label
 from data import mnist
 from data.errors import InputError
 from data.mnist import Digits
 from data.synthetic import load_synthetic
+
+CHUNK = 4096  # extras are labelled a chunk at a time, only as far as needed: pools run to 100,000s
+
+
+def mix(real: Digits, images: torch.Tensor, ratio: float, seed: int, labels: torch.Tensor | None = None,
+        labeller: DigitCNN | None = None, min_confidence: float = 0.0, source: str = "synthetic") -> Digits:
+    """real plus round(ratio * len(real)) of `images`, in seeded random order, with their own `labels`
+    or, given a labeller, its labels where it is at least min_confidence sure (the others are skipped)."""
+    want = round(ratio * len(real))
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    picks, picked_labels, found = [], [], 0
+    for start in range(0, len(order), max(CHUNK, want)):
+        if found >= want:
+            break
+        idx = order[start:start + max(CHUNK, want)]
+        if labeller is None:
+            keep, label = torch.ones(len(idx), dtype=torch.bool), labels[idx]
+        else:
+            probs, keep = pseudo_label(labeller, images[idx], min_confidence)
+            label = probs.argmax(1)
+        picks.append(idx[keep])
+        picked_labels.append(label[keep])
+        found += int(keep.sum())
+    if found < want:
+        sure = f" reach confidence {min_confidence} under the labeller" if labeller is not None else ""
+        raise InputError(f"{source}: only {found:,} images{sure}; ratio {ratio:g} x {len(real):,} real needs {want:,}: "
+                         f"use a larger pool" + (" or a lower --min-confidence" if labeller is not None else ""))
+    if not want:
+        return real
+    pick, label = torch.cat(picks)[:want], torch.cat(picked_labels)[:want]
+    return Digits(torch.cat([real.images, images[pick]]), torch.cat([real.labels, label.to(real.labels.dtype)]))
 
 
 @dataclass(frozen=True)
@@ -23,21 +58,17 @@ class Mix:
 def build(real: Digits, n_real: int | None, seed: int, synthetic: str | Path | None = None,
           ratio: float | None = None, val_size: int = mnist.VAL_SIZE) -> Mix:
     """n_real class-balanced real images (None: the whole training pool) plus round(ratio * n_real)
-    synthetic ones drawn at random (seeded) from the HDF5 file. Validation never overlaps either."""
+    synthetic ones, with the file's labels. Validation never overlaps either."""
     if synthetic is None and ratio is not None:
         raise InputError("--ratio needs --synthetic FILE")
     ratio = 1.0 if synthetic is not None and ratio is None else (ratio or 0.0)
     if not 0 <= ratio <= 100:
         raise InputError(f"ratio must be in 0..100 (synthetic images per real image), got {ratio}")
     pool, val_idx = mnist.validation_split(real.labels, val_size)
-    chosen = mnist.balanced_subset(real.labels, pool, len(pool) if n_real is None else n_real, seed)
+    chosen = mnist.labelled_subset(real.labels, len(pool) if n_real is None else n_real, seed, val_size)
     train = real.subset(chosen)
-    n_synthetic = round(ratio * len(train))
-    if n_synthetic:
+    if ratio:
         data = load_synthetic(synthetic)
-        if len(data) < n_synthetic:
-            raise InputError(f"{synthetic}: holds {len(data)} images, ratio {ratio} x {len(train)} real needs {n_synthetic}")
-        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n_synthetic]
-        train = Digits(torch.cat([train.images, data.images[pick]]), torch.cat([train.labels, data.labels[pick]]))
+        train = mix(train, data.images, ratio, seed, labels=data.labels, source=str(synthetic))
     val = real.subset(val_idx) if len(val_idx) else None
-    return Mix(train, val, len(chosen), n_synthetic, ratio)
+    return Mix(train, val, len(chosen), len(train) - len(chosen), ratio)

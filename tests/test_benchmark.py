@@ -11,7 +11,7 @@ from conftest import write_synthetic
 from data.errors import InputError
 
 runner = CliRunner()
-TINY = benchmark.Sweep(sizes=(30,), ratios=(1.0, 2.0), seeds=(0, 1), relabel_rounds=1, min_confidence=0.2, epochs=2, min_steps=10)
+TINY = benchmark.Sweep(sizes=(30,), ratios=(1.0, 2.0), seeds=(0, 1), relabel_rounds=1, min_confidence=0.15, epochs=2, min_steps=10, val_size=100)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,9 @@ def test_sweep_writes_every_row_and_resumes_only_what_is_missing(tmp_path, small
     assert len(rows) == per_cell * len(TINY.seeds) and set(rows.variant) == set(benchmark.VARIANTS)
     assert (rows.steps == TINY.config(30, "none", 0).steps).all()  # one budget for the whole size
     assert (rows[rows.variant == "synthetic"].n_extra == 30 * rows[rows.variant == "synthetic"].ratio).all()
-    assert rows.accuracy.between(0.15, 1).all()  # 30 images, 10 steps: above chance (0.1), far from good
+    real = rows[rows.variant.isin(["real", "classical"])]
+    assert real.accuracy.between(0.15, 1).all()  # 30 images, 10 steps: above chance (0.1), far from good
+    assert rows.accuracy.between(0, 1).all() and (rows.errors == ((1 - rows.accuracy) * 1000).round()).all()
 
     csv = folder / "rows.csv"
     full = pd.read_csv(csv)
@@ -46,7 +48,7 @@ def test_sweep_writes_every_row_and_resumes_only_what_is_missing(tmp_path, small
 def test_a_different_sweep_in_the_same_folder_is_refused(tmp_path, small):
     train, test, pool_digits = small
     pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
-    quick = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.0, epochs=1, min_steps=5)
+    quick = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.0, epochs=1, min_steps=5, val_size=100)
     benchmark.run(quick, pool, train, test, tmp_path / "bench", "mnist")
     with pytest.raises(InputError, match="holds another sweep"):
         benchmark.run(TINY, pool, train, test, tmp_path / "bench", "mnist")
@@ -55,7 +57,7 @@ def test_a_different_sweep_in_the_same_folder_is_refused(tmp_path, small):
 def test_a_sweep_extended_with_a_seed_keeps_its_rows(tmp_path, small):
     train, test, pool_digits = small
     pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
-    one = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.0, epochs=1, min_steps=5)
+    one = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.0, epochs=1, min_steps=5, val_size=100)
     first = benchmark.run(one, pool, train, test, tmp_path / "bench", "mnist")
     trained = []
     both = benchmark.run(replace(one, seeds=(0, 1)), pool, train, test, tmp_path / "bench", "mnist", on_row=trained.append)

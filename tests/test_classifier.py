@@ -6,7 +6,7 @@ import torch
 from classifier import checkpoint, mixing
 from classifier.affine import random_affine
 from classifier.model import DigitCNN
-from classifier.train import TrainConfig, evaluate, fit, predict_proba
+from classifier.train import TrainConfig, batched, evaluate, fit, predict_proba
 from data.errors import InputError
 from data.files import sha256_of
 from data.pixels import to_model
@@ -33,9 +33,12 @@ def test_training_learns_and_is_reproducible(small):
 
 def test_predict_proba_and_features(small):
     model, test = DigitCNN().eval(), small[1]
-    probs = predict_proba(model, test.images[:300], batch=128)
+    probs = predict_proba(model, test.images[:300])
     assert probs.shape == (300, 10) and torch.allclose(probs.sum(1), torch.ones(300), atol=1e-5)
-    assert model.features(to_model(test.images[:4])).shape == (4, DigitCNN.feature_dim)
+    feats = batched(model.features, test.images[:300], batch=128)  # three batches, the last one short
+    with torch.inference_mode():
+        assert torch.allclose(feats, model.features(to_model(test.images[:300])), atol=1e-5)
+    assert feats.shape == (300, DigitCNN.feature_dim) and batched(model.features, test.images[:0]).numel() == 0
 
 
 def test_bad_training_options_are_refused(small):
@@ -100,7 +103,7 @@ def test_mixing_adds_synthetic_at_the_ratio(train, synthetic_file):
 @pytest.mark.parametrize("kwargs, expected", [
     ({"ratio": 1.0}, "--ratio needs --synthetic"),
     ({"ratio": -1.0, "synthetic": "SYN"}, "ratio must be in 0..100"),
-    ({"ratio": 30.0, "synthetic": "SYN"}, "holds 2000 images"),
+    ({"ratio": 30.0, "synthetic": "SYN"}, "only 2,000 images; ratio 30 x 100 real needs 3,000"),
 ])
 def test_mixing_refuses_bad_requests(train, synthetic_file, kwargs, expected):
     if kwargs.get("synthetic") == "SYN":
