@@ -10,13 +10,14 @@ def diff_augment(x: torch.Tensor, noise: torch.Generator, shift: float = 0.125, 
     (clipped at the border); every image draws its own shift and square."""
     n, _, h, w = x.shape
     s = round(h * shift)
-    dy, dx = torch.randint(-s, s + 1, (2, n, 1, 1), generator=noise)  # each (n, 1, 1)
+    dev = x.device  # random numbers come from the CPU generator, so a run draws the same ones on any device
+    dy, dx = torch.randint(-s, s + 1, (2, n, 1, 1), generator=noise).to(dev)  # each (n, 1, 1)
     padded = torch.nn.functional.pad(x, (s, s, s, s), value=-1.0)
-    rows = torch.arange(h).view(1, h, 1) + s - dy
-    cols = torch.arange(w).view(1, 1, w) + s - dx
-    x = padded[torch.arange(n).view(n, 1, 1), 0, rows, cols].unsqueeze(1)
+    rows = torch.arange(h, device=dev).view(1, h, 1) + s - dy
+    cols = torch.arange(w, device=dev).view(1, 1, w) + s - dx
+    x = padded[torch.arange(n, device=dev).view(n, 1, 1), 0, rows, cols].unsqueeze(1)
     size = round(h * cut)
-    top, left = torch.randint(0, h + 1, (2, n, 1, 1, 1), generator=noise) - size // 2  # centres anywhere, as in DiffAugment
-    rows, cols = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
+    top, left = torch.randint(0, h + 1, (2, n, 1, 1, 1), generator=noise).to(dev) - size // 2  # centres anywhere
+    rows, cols = torch.arange(h, device=dev).view(1, 1, h, 1), torch.arange(w, device=dev).view(1, 1, 1, w)
     inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
     return torch.where(inside, -1.0, x)

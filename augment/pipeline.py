@@ -14,7 +14,7 @@ from classifier import checkpoint as classifier_checkpoint
 from classifier.train import pseudo_label
 from data import mnist
 from data.errors import InputError
-from data.files import sha256_of
+from data.files import autocast, device_of, sha256_of
 from data.pixels import to_uint8
 from data.synthetic import SyntheticWriter, check_writable
 
@@ -154,9 +154,11 @@ def _shortfall(counts, quota, config: GenerateConfig, drawn: int) -> str:
 def draw(g, n: int, seed: int, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n uint8 images from a generator, seeded; a conditional one is asked for classes 0-9 in turn
     (returned too), an unconditional one returns None for them."""
-    noise = torch.Generator().manual_seed(seed)
+    noise, dev = torch.Generator().manual_seed(seed), device_of(g)
     images, asked = [], torch.arange(n) % 10 if g.spec.conditional else None
     for i in range(0, n, batch_size):
-        z = torch.randn(min(batch_size, n - i), g.spec.nz, generator=noise)
-        images.append(to_uint8(g(z, None if asked is None else asked[i:i + len(z)])))
+        z = torch.randn(min(batch_size, n - i), g.spec.nz, generator=noise)  # on the CPU: the same on any device
+        y = None if asked is None else asked[i:i + len(z)].to(dev)
+        with autocast(dev):
+            images.append(to_uint8(g(z.to(dev), y).float()).cpu())
     return torch.cat(images), asked

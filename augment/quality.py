@@ -13,6 +13,7 @@ import torch
 from classifier.checkpoint import load_reference
 from classifier.model import DigitCNN
 from classifier.train import TrainConfig, batched, evaluate, fit, predict_proba
+from data.files import device_of
 from data.mnist import Digits
 
 
@@ -35,7 +36,7 @@ class Quality:
 
 def embed(model: DigitCNN, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features (N, 128) float64 and predicted labels of uint8 images (N, 28, 28)."""
-    f = batched(model.eval().features, images)
+    f = batched(model.eval().features, images, device_of(model))
     with torch.inference_mode():
         labels = model.head(f).argmax(1)
     return f.double().numpy(), labels.numpy()

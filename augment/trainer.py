@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from augment.checkpoint import load_training, save_generator, save_training
@@ -25,15 +26,14 @@ from augment.images import save_gif, save_grid
 from augment.models import Discriminator, GanSpec, Generator
 from augment.plots import plot_fid, plot_losses
 from augment.tracking import FidProbe
-from classifier.checkpoint import load as load_classifier
 from classifier.checkpoint import JUDGE_SHA256, REFERENCE_SHA256
-from data.files import sha256_of
+from classifier.checkpoint import load as load_classifier
 from classifier.train import pseudo_label
-from data.errors import InputError
 from data import mnist
+from data.errors import InputError
+from data.files import autocast, resolve_device, sha256_of
 from data.mnist import Digits
 from data.pixels import to_model, to_uint8
-from PIL import Image
 
 LOSSES = ("bce", "hinge")
 EXPLODED = 1e4  # a loss this large means training has diverged
@@ -130,11 +130,13 @@ def fid_summary(metrics_csv: Path) -> dict | None:
 class GanRun:
     """One training run in a folder: models, optimisers, position, and the files it writes."""
 
-    def __init__(self, folder: Path, config: GanConfig, data: Digits, probe: FidProbe | None = None):
-        self.folder, self.config, self.data, self.probe = folder, config, data, probe
+    def __init__(self, folder: Path, config: GanConfig, data: Digits, probe: FidProbe | None = None,
+                 device: torch.device = torch.device("cpu")):
+        self.folder, self.config, self.data, self.probe, self.dev = folder, config, data, probe, device
         spec = config.spec
         torch.manual_seed(config.seed)
-        self.g, self.d = Generator(spec), Discriminator(spec)
+        layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        self.g, self.d = (m.to(device, memory_format=layout) for m in (Generator(spec), Discriminator(spec)))
         self.g_ema = copy.deepcopy(self.g).eval() if config.ema else None
         self.opt_g = torch.optim.Adam(self.g.parameters(), config.lr_g, betas=(config.beta1, config.beta2))
         self.opt_d = torch.optim.Adam(self.d.parameters(), config.lr_d, betas=(config.beta1, config.beta2))
@@ -186,8 +188,9 @@ class GanRun:
         g = self.sampler()
         was_training = g.training
         g.eval()
-        with torch.inference_mode():
-            images = to_uint8(g(self.fixed_z, self.fixed_y))
+        y = None if self.fixed_y is None else self.fixed_y.to(self.dev)
+        with torch.inference_mode(), autocast(self.dev):
+            images = to_uint8(g(self.fixed_z.to(self.dev), y).float()).cpu()
         g.train(was_training)
         save_grid(images, self.folder / "samples" / f"step_{self.step:08d}.png")
 
@@ -214,27 +217,29 @@ class GanRun:
 
     def train_step(self, idx: torch.Tensor) -> dict:
         cfg = self.config
-        real = to_model(self.data.images[idx])
-        y = self.data.labels[idx] if cfg.spec.conditional else None
-        z = torch.randn(len(idx), cfg.spec.nz, generator=self.noise)
-        fake = self.g(z, y)
+        dev = self.dev
+        real = to_model(self.data.images[idx]).to(dev)
+        y = self.data.labels[idx].to(dev) if cfg.spec.conditional else None
+        z = torch.randn(len(idx), cfg.spec.nz, generator=self.noise).to(dev)  # CPU noise: the same on any device
         seen = (lambda x: diff_augment(x, self.noise)) if cfg.diffaug else (lambda x: x)
-
-        real = seen(real)
         penalise = cfg.r1 > 0 and self.step % R1_EVERY == 0
-        d_real, d_fake = self.d(real.requires_grad_(penalise), y), self.d(seen(fake.detach()), y)
-        if cfg.loss == "bce":
-            d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-        else:
-            d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-        penalty = r1_penalty(d_real, real, cfg.r1) if penalise else 0.0
+        with autocast(dev):
+            fake = self.g(z, y)
+            real = seen(real)
+            d_real, d_fake = self.d(real.requires_grad_(penalise), y), self.d(seen(fake.detach()), y)
+            if cfg.loss == "bce":
+                d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                          + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+            else:
+                d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+            penalty = r1_penalty(d_real, real, cfg.r1) if penalise else 0.0
         self.opt_d.zero_grad(set_to_none=True)
         (d_loss + penalty).backward()
         self.opt_d.step()
 
-        g_out = self.d(seen(fake), y)
-        g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out)) if cfg.loss == "bce" else -g_out.mean()
+        with autocast(dev):
+            g_out = self.d(seen(fake), y)
+            g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out)) if cfg.loss == "bce" else -g_out.mean()
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
@@ -296,9 +301,10 @@ def _check_labeller(config: GanConfig) -> None:
                          f"`classify --n-real {config.n_real} --seed {config.seed}` (no synthetic, default validation)")
 
 
-def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool) -> GanRun:
+def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, device: str = "cpu") -> GanRun:
     """A fresh run in an empty (or new) folder, or, resuming, the run saved there (config from saved_config)."""
     config.check()
+    dev = resolve_device(device)
     if config.labeller and not config.labeller_sha256:
         _check_labeller(config)
         config = GanConfig(**{**config.__dict__, "labeller": str(Path(config.labeller).resolve()),
@@ -309,7 +315,7 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool) -> G
     if not resume and folder.exists() and any(folder.iterdir()):
         raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
     state = load_training(folder / "checkpoint.pt") if resume else None
-    run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every else None)
+    run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every else None, dev)
     if resume:
         run.restore(state)
         _trim_csv(folder / "losses.csv", run.step)

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from classifier.affine import random_affine
 from classifier.model import DigitCNN
 from data.errors import InputError
-from data.files import resolve_device
+from data.files import autocast, device_of, resolve_device
 from data.mnist import Digits
 from data.pixels import to_model
 
@@ -87,7 +87,8 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
         if config.augment == "classical":
             x = random_affine(x, generator)
         x = x.to(dev, memory_format=torch.channels_last)
-        loss = F.cross_entropy(model(x), train.labels[idx].to(dev))
+        with autocast(dev):
+            loss = F.cross_entropy(model(x), train.labels[idx].to(dev))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -100,7 +101,7 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
             row = {"epoch": math.ceil(step / per_epoch), "step": step, "loss": loss_sum.item() / since,
                    "seconds": seconds, "images_per_s": step * batch / seconds}
             if val is not None:
-                row["val_accuracy"] = evaluate(model, val, dev)
+                row["val_accuracy"] = evaluate(model, val)
             history.append(row)
             bar.set_postfix({k: f"{row[k]:.4f}" for k in ("loss", "val_accuracy") if k in row})
             loss_sum.zero_()
@@ -109,18 +110,19 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
 
 
 @torch.inference_mode()
-def batched(fn, images: torch.Tensor, device: str | torch.device = "cpu", batch: int = 2000) -> torch.Tensor:
+def batched(fn, images: torch.Tensor, device: torch.device = torch.device("cpu"), batch: int = 2000) -> torch.Tensor:
     """The one batched-inference loop: fn on model inputs made from uint8 images (N, 28, 28) a batch at a
-    time, so memory stays uint8; outputs float32, concatenated on the CPU."""
-    dev = torch.device(device)
-    out = [fn(to_model(images[i:i + batch]).to(dev, memory_format=torch.channels_last)).float().cpu()
-           for i in range(0, len(images), batch)]
+    time on `device`, so memory stays uint8; outputs float32, concatenated on the CPU."""
+    out = []
+    for i in range(0, len(images), batch):
+        with autocast(device):
+            out.append(fn(to_model(images[i:i + batch]).to(device, memory_format=torch.channels_last)).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
-def predict_proba(model: DigitCNN, images: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Softmax probabilities (N, 10) float32 for uint8 images (N, 28, 28)."""
-    return batched(lambda x: model.eval()(x).softmax(1), images, device).reshape(-1, 10)
+def predict_proba(model: DigitCNN, images: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities (N, 10) float32 for uint8 images (N, 28, 28), on the model's device."""
+    return batched(lambda x: model.eval()(x).softmax(1), images, device_of(model)).reshape(-1, 10)
 
 
 def pseudo_label(model: DigitCNN, images: torch.Tensor, min_confidence: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +132,6 @@ def pseudo_label(model: DigitCNN, images: torch.Tensor, min_confidence: float) -
     return probs, probs.max(1).values >= min_confidence
 
 
-def evaluate(model: DigitCNN, digits: Digits, device: str | torch.device = "cpu") -> float:
+def evaluate(model: DigitCNN, digits: Digits) -> float:
     """Top-1 accuracy on a labelled set."""
-    return (predict_proba(model, digits.images, device).argmax(1) == digits.labels).float().mean().item()
+    return (predict_proba(model, digits.images).argmax(1) == digits.labels).float().mean().item()

@@ -55,3 +55,12 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda") or (name == "cuda" and not torch.cuda.is_available()):
         raise InputError(f"device {name!r} is not available: choose auto, cpu or cuda (with a GPU)")
     return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, where tensor cores make it fast; a no-op on the CPU, where fp32 is fast and exact."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
