@@ -1,1 +1,7 @@
-"""The generator side: DCGAN models, GAN training, sampling, pseudo-labelling, quality metrics."""
+"""The generator side: DCGAN models and training, sampling, pseudo-labelling, the generate -> label -> HDF5
+pipeline, GAN quality metrics. Its commands, as library functions: train, generate, evaluate, benchmark, demo."""
+
+from augment.commands import benchmark, evaluate, generate, train
+from augment.tour import demo
+
+__all__ = ["benchmark", "demo", "evaluate", "generate", "train"]

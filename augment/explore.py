@@ -1,8 +1,13 @@
 """Latent-space exploration: spherical interpolation between latents, and digit-by-style grids."""
 
+from pathlib import Path
+
 import torch
 
+from augment.checkpoint import BUNDLED, load_generator
+from augment.images import grid_image, save_gif, save_grid
 from augment.models import Generator
+from data.errors import InputError, refuse_existing
 from data.pixels import to_uint8
 
 
@@ -34,3 +39,40 @@ def digit_by_style(g: Generator, styles: torch.Tensor) -> torch.Tensor:
     """Conditional generators: uint8 images (rows * 10, 28, 28), one row per style latent, one column per digit."""
     z = styles.repeat_interleave(10, 0)
     return to_uint8(g(z, torch.arange(10).repeat(len(styles))))
+
+
+def interpolate(generator: str | Path | None = None, out: str | Path = "runs/interpolation.png", rows: int = 8,
+                steps: int = 10, seeds: list[int] | None = None, digit: int | None = None, digit_grid: bool = False,
+                seed: int = 0, overwrite: bool = False) -> str:
+    """Write a .png grid (a row per interpolation) or a .gif walk through the latents of `seeds` (default: rows + 1
+    seeded ones), or a digit-by-style grid; returns what was drawn, in words."""
+    out = Path(out)
+    if out.suffix not in (".png", ".gif"):
+        raise InputError(f"{out}: choose a .png or .gif output")
+    refuse_existing(out, overwrite)
+    if not 1 <= rows <= 100 or not 2 <= steps <= 100:
+        raise InputError("need --rows in 1..100 and --steps in 2..100")
+    if digit is not None and not 0 <= digit <= 9:
+        raise InputError(f"digit must be in 0..9, got {digit}")
+    visit = list(seeds) if seeds else list(range(seed * 1000, seed * 1000 + rows + 1))
+    if len(visit) < 2 or len(visit) > 101:
+        raise InputError("--seeds needs 2..101 seeds")
+    g, _ = load_generator(generator or BUNDLED)
+    if (digit_grid or digit is not None) and not g.spec.conditional:
+        raise InputError("--digit and --digit-grid need a conditional generator (train --conditional)")
+    z = latents(g.spec.nz, visit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if digit_grid:
+        save_grid(digit_by_style(g, z[:rows]), out.with_suffix(".png"))
+        return f"{min(rows, len(z))} styles x digits 0-9"
+    pairs = len(visit) - 1
+    digits = None
+    if g.spec.conditional:
+        digits = torch.full((pairs,), digit) if digit is not None else torch.arange(pairs) % 10
+    images = interpolation(g, z[:-1], z[1:], steps, digits)
+    if out.suffix == ".png":
+        save_grid(images, out, nrow=steps)
+        return f"{pairs} interpolations x {steps} steps"
+    walk = [i for i in range(len(images)) if i == 0 or i % steps]  # each segment starts where the last ended
+    save_gif([grid_image(images[i:i + 1], 1, scale=6) for i in walk], out, ms_per_frame=80)
+    return f"{len(walk)} frames through {len(visit)} latents"

@@ -6,7 +6,9 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
+from data.errors import InputError, refuse_existing
 from data.pixels import to_model
+from data.synthetic import load_synthetic
 
 
 def grid_image(images: torch.Tensor, nrow: int, scale: int = 2) -> Image.Image:
@@ -40,3 +42,22 @@ def labelled_rows(rows: list[torch.Tensor], names: list[str], columns: int, scal
         if len(images):
             picture.paste(grid_image(images[:columns], columns, scale), (margin, r * cell))
     return picture
+
+
+def show(file: str | Path, out: str | Path | None = None, per_class: int = 16, overwrite: bool = False) -> Path:
+    """A PNG grid of a synthetic dataset: a row per pseudo-label, images in file (drawing) order."""
+    file = Path(file)
+    out = Path(out) if out else file.with_suffix(".png")
+    if out.suffix.lower() != ".png":
+        raise InputError(f"{out}: choose a .png output")
+    refuse_existing(out, overwrite)
+    if not 1 <= per_class <= 200:
+        raise InputError(f"per-class must be in 1..200, got {per_class}")
+    data = load_synthetic(file)
+    rows, names = [], []
+    for c in range(10):
+        idx = (data.labels == c).nonzero().squeeze(1)[:per_class]
+        rows.append(data.images[idx])
+        names.append(f"{c}" if len(idx) else f"{c} -")
+    labelled_rows(rows, names, per_class).save(out)
+    return out

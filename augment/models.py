@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from data.errors import InputError
+
 ARCHS = ("dcgan", "tutorial")
 
 
@@ -29,10 +31,14 @@ class GanSpec:
     mbstd: bool = False
     deep: bool = False  # dcgan: one more 3x3 conv block in G (at 14x14) and in D (at 7x7); the preset's default
 
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise InputError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+
     @staticmethod
     def preset(arch: str, **overrides) -> "GanSpec":
         """The preset's defaults (the tutorial's are fixed by the Keras original), then overrides."""
-        base = {"dcgan": {"deep": True}, "tutorial": {"nz": 100, "g_width": 64, "d_width": 64}}[arch]
+        base = {"dcgan": {"deep": True}, "tutorial": {"nz": 100, "g_width": 64, "d_width": 64}}.get(arch, {})
         return GanSpec(arch=arch, **{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
     def as_dict(self) -> dict:

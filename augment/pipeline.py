@@ -14,7 +14,7 @@ from classifier import checkpoint as classifier_checkpoint
 from classifier.train import pseudo_label
 from data import mnist
 from data.errors import InputError
-from data.files import autocast, device_of, sha256_of
+from data.files import autocast, device_of, resolve_device, sha256_of
 from data.pixels import to_uint8
 from data.synthetic import SyntheticWriter, check_writable
 
@@ -68,12 +68,14 @@ def targets(config: GenerateConfig) -> np.ndarray | None:
 
 def generate(generator_path: Path, labeller_path: Path, out: Path, config: GenerateConfig,
              overwrite: bool = False, progress: bool = True, agree_path: Path | None = None,
-             data_dir: Path | None = None) -> Report:
+             data_dir: Path | None = None, device: str = "cpu") -> Report:
     """agree_path: a second classifier that must give the same label; data_dir: MNIST, for --min-realism."""
     config.check()
     check_writable(out, overwrite)
+    dev = resolve_device(device)
     g, g_payload = load_generator(generator_path)
-    labeller, _ = classifier_checkpoint.load(labeller_path)
+    g = g.to(dev)
+    labeller = classifier_checkpoint.load(labeller_path)[0].to(dev)
     if config.digit is not None and not g.spec.conditional:
         raise InputError("--digit needs a conditional generator (train --conditional)")
     second = classifier_checkpoint.load(agree_path)[0] if agree_path else None
@@ -105,9 +107,10 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
         while counts.sum() < config.n:
             if drawn >= max_drawn:
                 raise InputError(_shortfall(counts, quota, config, drawn))
-            z = torch.randn(config.batch_size, spec.nz, generator=noise)
+            z = torch.randn(config.batch_size, spec.nz, generator=noise)  # on the CPU: the same on any device
             asked = _ask(quota, counts, config.batch_size, noise) if spec.conditional else None
-            images = to_uint8(g(z, asked))
+            with autocast(dev):
+                images = to_uint8(g(z.to(dev), None if asked is None else asked.to(dev)).float()).cpu()
             probs, confident = pseudo_label(labeller, images, config.min_confidence)
             confidence, labels = probs.max(1)
             drawn += len(z)

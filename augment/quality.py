@@ -122,7 +122,8 @@ def label_distribution(labels: np.ndarray) -> tuple[list[float], float]:
 
 
 def measure(images: torch.Tensor, labels: torch.Tensor | None, test: Digits, reference: DigitCNN | None = None,
-            cas_config: TrainConfig | None = TrainConfig(), progress: bool = True, judge: DigitCNN | None = None) -> Quality:
+            cas_config: TrainConfig | None = TrainConfig(), progress: bool = True, judge: DigitCNN | None = None,
+            device: str = "cpu") -> Quality:
     """All metrics for uint8 images against the real test set. labels (the images' pseudo-labels or
     requested classes) are needed for CAS and label noise only; cas_config None skips CAS, judge None
     the label noise estimate."""
@@ -134,7 +135,7 @@ def measure(images: torch.Tensor, labels: torch.Tensor | None, test: Digits, ref
     shares, entropy = label_distribution(predicted)
     cas = None
     if labels is not None and cas_config is not None:
-        model, _ = fit(Digits(images, labels), cas_config, progress=progress)
+        model, _ = fit(Digits(images, labels), cas_config, device=device, progress=progress)
         cas = evaluate(model, test)
     noise = None
     if labels is not None and judge is not None:

@@ -11,7 +11,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
@@ -110,6 +110,8 @@ class Outcome:
     epoch: int
     seconds: float
     images_per_s: float
+    folder: Path
+    config: GanConfig
     message: str = ""
     quality: dict | None = None  # from fid_summary, when FID was measured
 
@@ -264,10 +266,35 @@ def r1_penalty(d_real: torch.Tensor, real: torch.Tensor, gamma: float) -> torch.
     return grad.square().sum((1, 2, 3)).mean() * (gamma / 2 * R1_EVERY)
 
 
-def saved_config(folder: Path, epochs: int, eval_every: float | None = None) -> GanConfig:
-    """The config of the run saved in `folder`, with a new total of epochs (and FID schedule, if given)."""
+SPEC_OPTIONS = ("nz", "g_width", "d_width", "conditional", "sn", "mbstd", "deep")
+
+
+def make_config(arch: str | None = "dcgan", **options) -> GanConfig:
+    """The preset of `arch`, then the options given; None (or leaving one out) means the preset's value."""
+    unknown = set(options) - set(SPEC_OPTIONS) - {f.name for f in fields(GanConfig)} - {"labeller_sha256"}
+    if unknown:
+        raise InputError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    given = {k: v for k, v in options.items() if v is not None}
+    spec = GanSpec.preset(arch or "dcgan", **{k: given.pop(k) for k in SPEC_OPTIONS if k in given})
+    if "labeller" in given:
+        given["labeller"] = str(given["labeller"])
+    return GanConfig(**{"spec": spec, **TRAIN_PRESETS[spec.arch], **given})
+
+
+def resumed_config(folder: Path, epochs: int | None = None, eval_every: float | None = None, **options) -> GanConfig:
+    """The config of the run saved in `folder`, with a new total of epochs and FID schedule if given. Any other
+    option given must match the saved run: a resumed run keeps its recipe, so a changed one is refused."""
     saved = GanConfig.from_dict(load_training(folder / "checkpoint.pt")["config"])
-    return GanConfig(**{**saved.__dict__, "epochs": epochs, "eval_every": saved.eval_every if eval_every is None else eval_every})
+    have = {**saved.__dict__, **saved.spec.as_dict()}
+    if options.get("labeller") is not None:
+        options["labeller"] = str(Path(options["labeller"]).resolve())
+    changed = [f"--{k.replace('_', '-')} {v} (saved: {have[k]})" for k, v in options.items()
+               if v is not None and k in have and v != have[k]]
+    if changed:
+        raise InputError(f"--resume continues {folder} with its saved settings; these differ: {', '.join(changed)}. "
+                         f"Drop them, or train afresh in a new --out")
+    new = {"epochs": epochs, "eval_every": eval_every}
+    return GanConfig(**{**saved.__dict__, **{k: v for k, v in new.items() if v is not None}})
 
 
 def training_set(train_set: Digits, config: GanConfig) -> Digits:
@@ -302,7 +329,7 @@ def _check_labeller(config: GanConfig) -> None:
 
 
 def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, device: str = "cpu") -> GanRun:
-    """A fresh run in an empty (or new) folder, or, resuming, the run saved there (config from saved_config)."""
+    """A fresh run in an empty (or new) folder, or, resuming, the run saved there (config from resumed_config)."""
     config.check()
     dev = resolve_device(device)
     if config.labeller and not config.labeller_sha256:
@@ -386,7 +413,8 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) 
         save_gif(frames, run.folder / "progress.gif")
     seconds = time.perf_counter() - start_time
     rate = (run.step - start_step) * run.config.batch_size / seconds if seconds else 0.0
-    return Outcome(stopped, run.step, run.epoch, seconds, rate, message, fid_summary(run.folder / "metrics.csv"))
+    return Outcome(stopped, run.step, run.epoch, seconds, rate, run.folder, run.config, message,
+                   fid_summary(run.folder / "metrics.csv"))
 
 
 class _Interrupts:

@@ -88,9 +88,9 @@ class _Cell:
     """One (size, seed): its labelled subset, labeller and rows, training only what is not done yet."""
 
     def __init__(self, sweep: Sweep, size: int, seed: int, train: Digits, test: Digits, pool: torch.Tensor,
-                 done: set, record):
-        self.sweep, self.size, self.seed, self.test, self.pool, self.done, self.record = \
-            sweep, size, seed, test, pool, done, record
+                 done: set, record, device: str = "cpu"):
+        self.sweep, self.size, self.seed, self.test, self.pool, self.done, self.record, self.device = \
+            sweep, size, seed, test, pool, done, record, device
         labelled = mnist.labelled_subset(train.labels, size, seed, sweep.val_size)
         self.real = train.subset(labelled)
         others = torch.ones(len(train), dtype=torch.bool)
@@ -106,7 +106,7 @@ class _Cell:
             return None
         config = self.sweep.config(self.size, augment, self.seed)
         start = time.perf_counter()
-        model, _ = fit(data, config, progress=False)
+        model, _ = fit(data, config, device=self.device, progress=False)
         if self.key(variant, ratio) not in self.done:
             accuracy = evaluate(model, self.test)
             self.record({"size": self.size, "variant": variant, "ratio": float(ratio), "seed": self.seed,
@@ -139,21 +139,26 @@ class _Cell:
             if self_training:  # relabel with the last classifier, retrain; K times
                 for _ in range(sweep.relabel_rounds - 1):
                     relabelled = self.mixed(self.pool, model, ratio, "synthetic")
-                    model, _ = fit(relabelled, sweep.config(self.size, "classical", self.seed), progress=False)
+                    model, _ = fit(relabelled, sweep.config(self.size, "classical", self.seed), device=self.device,
+                                   progress=False)
                 relabelled = self.mixed(self.pool, model, ratio, "synthetic")
                 self.row("self-training", ratio, relabelled, "classical")
 
 
 def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path, dataset: str,
-        on_row=lambda row: None) -> pd.DataFrame:
-    """Run every row of the sweep not yet in folder/rows.csv; returns all rows."""
+        on_row=lambda row: None, overwrite: bool = False, device: str = "cpu") -> pd.DataFrame:
+    """Run every row of the sweep not yet in folder/rows.csv (overwrite: discard them first, once every
+    input has been checked); returns all rows."""
     sweep.check(len(train))
-    rows = read_rows(folder, identity(sweep, pool_path, dataset))
     pool = load_synthetic(pool_path).images
     need = round(max(sweep.ratios) * max(sweep.sizes))
     if len(pool) < need:
         raise InputError(f"{pool_path}: holds {len(pool):,} images; ratio {max(sweep.ratios):g} x {max(sweep.sizes):,} "
                          f"real needs at least {need:,} (before the confidence filter)")
+    if overwrite:
+        for name in ("rows.csv", "sweep.json"):
+            (folder / name).unlink(missing_ok=True)
+    rows = read_rows(folder, identity(sweep, pool_path, dataset))
     done = {(r.size, r.variant, float(r.ratio), r.seed) for r in rows.itertuples()}
     csv = folder / "rows.csv"
 
@@ -164,5 +169,5 @@ def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path
 
     for size in sweep.sizes:
         for seed in sweep.seeds:
-            _Cell(sweep, size, seed, train, test, pool, done, record).run()
+            _Cell(sweep, size, seed, train, test, pool, done, record, device).run()
     return pd.read_csv(csv)

@@ -1,6 +1,7 @@
 """The benchmark's answer: mean +- std per row, the gain over real-only with a 95% confidence interval
 (paired by seed: the same seed draws the same labelled subset), as CSV, Markdown and a plot."""
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -12,9 +13,40 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from classifier.benchmark import VARIANTS  # noqa: E402
+from classifier.benchmark import VARIANTS, Sweep  # noqa: E402
 
 ACCURACY_TICKS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999)
+
+
+def describe_gan(attrs: dict) -> str:
+    """How the pool's generator was trained, from the generator.json beside it (when still there)."""
+    head = f"generator sha256 {attrs['generator_sha256'][:16]}..."
+    sidecar = Path(attrs["config"].get("generator", "unknown")).with_suffix(".json")
+    if not sidecar.is_file():
+        return f"{head} (no {sidecar} here: how it was trained is not known)"
+    info = json.loads(sidecar.read_text())
+    run, spec = info["run"], info["spec"]
+    images = f"{run['n_real']:,} labelled" if run["n_real"] else "all 60,000"
+    labels = "with their labels (conditional)" if spec["conditional"] else "without labels"
+    return f"{head}: {spec['arch']} GAN trained {info['step']:,} steps on {images} {run['dataset']} train images {labels}"
+
+
+def header(sweep: Sweep, pool: Path, attrs: dict, dataset: str, test_size: int) -> str:
+    """What a reader must know to trust the table: the pool and its generator, the labeller, the budget."""
+    selected = ("Generated with --min-confidence 0: no other labeller selected it." if not attrs["min_confidence"] else
+                f"Caution: generated with --min-confidence {attrs['min_confidence']}, so labeller sha256 "
+                f"{attrs['labeller_sha256'][:16]}... pre-selected it; generate with --min-confidence 0 for a clean comparison.")
+    return "\n".join([
+        f"# Augmentation benchmark ({dataset})", "",
+        f"- Synthetic pool: `{pool}`, {describe_gan(attrs)}. {selected}",
+        f"- Labeller: for each real size and seed, the `classical` row's classifier, trained on that labelled subset "
+        f"alone, labels every synthetic and unlabelled real image; only those at confidence >= {sweep.min_confidence} "
+        f"are mixed in.",
+        f"- Budget: every classifier of a size takes the same number of steps of batch 128: {sweep.epochs} epochs of "
+        f"the real subset, at least {sweep.min_steps}, whatever is mixed in. Tested on the {test_size:,} real test images.",
+        "- Gain: paired by seed (a seed draws the same labelled subset in every row), t interval over the seeds of the "
+        "last column.",
+    ])
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:

@@ -74,7 +74,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, digits, config):
     outcomes = []
     while not outcomes or outcomes[-1].stopped != "finished":
         outcomes.append(trainer.train(run, max_minutes=1e-9, progress=False))  # stops after every single step
-        run = trainer.start(folder, trainer.saved_config(folder, config.epochs), digits, resume=True)
+        run = trainer.start(folder, trainer.resumed_config(folder, config.epochs), digits, resume=True)
     assert [o.stopped for o in outcomes] == ["time budget"] * 6 + ["finished"]
     for a, b in [(straight.g, run.g), (straight.d, run.d), (straight.g_ema, run.g_ema)]:
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
@@ -85,7 +85,7 @@ def test_diverging_losses_stop_and_keep_the_last_good_checkpoint(tmp_path, digit
     folder = tmp_path / "run"
     trainer.train(trainer.start(folder, trainer.GanConfig(**{**TINY.__dict__, "epochs": 1}), digits, False), progress=False)
     good = sha256_of(folder / "checkpoint.pt")
-    run = trainer.start(folder, trainer.saved_config(folder, 2), digits, resume=True)
+    run = trainer.start(folder, trainer.resumed_config(folder, 2), digits, resume=True)
     real_step = trainer.GanRun.train_step
     calls = []
 
@@ -107,7 +107,7 @@ def test_a_run_that_diverges_at_once_can_still_be_resumed(tmp_path, digits, monk
     outcome = trainer.train(trainer.start(folder, TINY, digits, False), progress=False)
     assert outcome.stopped == "diverged" and "at step 1 " in outcome.message
     monkeypatch.setattr(trainer.GanRun, "train_step", real_step)
-    run = trainer.start(folder, trainer.saved_config(folder, 1), digits, resume=True)
+    run = trainer.start(folder, trainer.resumed_config(folder, 1), digits, resume=True)
     assert run.step == 0 and trainer.train(run, progress=False).stopped == "finished"
 
 
@@ -155,11 +155,11 @@ def test_semi_supervised_conditional_gan_adds_the_labellers_confident_labels(tmp
     assert not any(bytes(im.numpy()) in held_out for im in extra)
     with pytest.raises(InputError, match="give both"):
         trainer.start(tmp_path / "s", trainer.GanConfig(n_real=100, labeller=str(tmp_path / "labeller.pt")), train, False)
-    resumed = trainer.start(tmp_path / "r", trainer.saved_config(tmp_path / "r", 2), train, True)
+    resumed = trainer.start(tmp_path / "r", trainer.resumed_config(tmp_path / "r", 2), train, True)
     assert torch.equal(resumed.data.labels, data.labels) and resumed.step == 1
     checkpoint.save(tmp_path / "labeller.pt", labeller, {**trained, "changed": True}, {})
     with pytest.raises(InputError, match="not the labeller this run started with"):
-        trainer.start(tmp_path / "r", trainer.saved_config(tmp_path / "r", 2), train, True)
+        trainer.start(tmp_path / "r", trainer.resumed_config(tmp_path / "r", 2), train, True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -189,7 +189,7 @@ def test_fid_is_tracked_during_training_and_survives_resume(tmp_path, train):
     first = trainer.train(run, max_minutes=1e-9, progress=False)  # stops after one step
     with open(folder / "metrics.csv", "a") as f:  # a row logged after the checkpoint, as a killed run leaves
         f.write("5,1.25,0.1,999.0,1.8,10.0\n")
-    run = trainer.start(folder, trainer.saved_config(folder, 3), train, resume=True)
+    run = trainer.start(folder, trainer.resumed_config(folder, 3), train, resume=True)
     outcome = trainer.train(run, progress=False)
     log = pd.read_csv(folder / "metrics.csv")
     assert first.step == 1 and log["step"].tolist() == [0, 2, 4, 6, 8, 10, 12]

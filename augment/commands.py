@@ -1,0 +1,166 @@
+"""One function per command of the generator side, each returning its result: what `digitgen` prints and a
+notebook calls. `log` receives the lines a user should see before long work (default: print)."""
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from augment import trainer
+from augment.checkpoint import BUNDLED, load_generator
+from augment.pipeline import GenerateConfig, Report, draw
+from augment.pipeline import generate as run_pipeline
+from augment.quality import Quality, measure
+from classifier import benchmark as sweeps
+from classifier import checkpoint as classifier_checkpoint
+from classifier import report
+from classifier.train import TrainConfig, evaluate as accuracy, predict_proba
+from data import mnist
+from data.errors import InputError, refuse_existing
+from data.files import resolve_device, use_all_cores
+from data.synthetic import load_synthetic
+
+
+def train(out: str | Path = "runs/gan", resume: bool = False, epochs: int | None = None,
+          max_minutes: float | None = None, device: str = "auto", data_dir: str | Path | None = None,
+          progress: bool = True, log=print, **options) -> trainer.Outcome:
+    """Train a GAN in `out` (sample grids, losses, FID curve, checkpoints), or resume the run saved there.
+    options: those of `digitgen train` (arch, conditional, n_real, lr_g, sn, eval_every, seed, ...);
+    a resumed run refuses any that differ from its saved settings."""
+    out = Path(out)
+    if max_minutes is not None and not max_minutes > 0:
+        raise InputError(f"max-minutes must be > 0, got {max_minutes}")
+    if resume:
+        if not (out / "checkpoint.pt").is_file():
+            raise InputError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist")
+        config = trainer.resumed_config(out, epochs, options.pop("eval_every", None), **options)
+    else:
+        config = trainer.make_config(**options, **({"epochs": epochs} if epochs is not None else {}))
+    threads = use_all_cores()
+    run = trainer.start(out, config, mnist.load("train", config.dataset, data_dir), resume, device)
+    c = run.config
+    images = f"{len(run.data):,} {c.dataset} images"
+    if c.labeller:
+        images = (f"{c.n_real:,} labelled + {len(run.data) - c.n_real:,} {c.dataset} images labelled by {c.labeller} "
+                  f"at confidence >= {c.min_confidence}")
+    log(f"{'resuming' if resume else 'training'} {c.spec.arch}{' conditional' if c.spec.conditional else ''} GAN on "
+        f"{images}: {run.steps_per_epoch:,} steps/epoch of {c.batch_size}, {c.epochs} epochs, from step {run.step:,} "
+        f"({threads} threads, {run.dev}) -> {out}")
+    return trainer.train(run, max_minutes, progress)
+
+
+def generate(generator: str | Path | None = None, labeller: str | Path | None = None,
+             out: str | Path = "data/synthetic/synthetic.h5", n: int = 10000, min_confidence: float = 0.9,
+             min_realism: float = 0.0, agree: str | Path | None = None, balance: bool = False, digit: int | None = None,
+             save_latents: bool = False, seed: int = 0, batch_size: int = 1000, overwrite: bool = False,
+             data_dir: str | Path | None = None, device: str = "auto", progress: bool = True) -> Report:
+    """Draw digits (default: the bundled generator), label them (default: the pinned reference classifier), keep
+    those passing the filters, and write an HDF5 synthetic dataset."""
+    config = GenerateConfig(n=n, min_confidence=min_confidence, min_realism=min_realism, balance=balance, seed=seed,
+                            batch_size=batch_size, save_latents=save_latents, digit=digit)
+    config.check()
+    out = Path(out)
+    refuse_existing(out, overwrite)
+    use_all_cores()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return run_pipeline(Path(generator or BUNDLED), Path(labeller or classifier_checkpoint.REFERENCE), out, config,
+                        overwrite, progress, Path(agree) if agree else None, data_dir, device)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    source: Path
+    labels_from: str  # what CAS trains on: the file's pseudo-labels, the classes asked for, or a labeller's
+    samples: Quality
+    floor: Quality  # a class-balanced real train subset of the same size, under the same features
+    floor_seed: int
+
+    def as_dict(self) -> dict:
+        return {"source": str(self.source), "samples": self.samples.as_dict(), "floor": self.floor.as_dict()}
+
+
+def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | Path | None = None, cas: bool = True,
+             seed: int = 0, out: str | Path | None = None, overwrite: bool = False, data_dir: str | Path | None = None,
+             device: str = "auto", progress: bool = True, log=print) -> Evaluation:
+    """FID, KID, precision/recall, label entropy, CAS and label noise of a generator (default: the bundled one)
+    or an HDF5 dataset, beside the same figures for real images."""
+    source = Path(source or BUNDLED)
+    if n < 10:
+        raise InputError(f"n must be >= 10 (precision and recall need neighbours), got {n}")
+    if out is not None:
+        refuse_existing(Path(out), overwrite)
+    dev = resolve_device(device)
+    use_all_cores()
+    reference = classifier_checkpoint.load_reference().to(dev)
+    judge = classifier_checkpoint.load_judge().to(dev)
+    if source.suffix in (".h5", ".hdf5"):
+        data = load_synthetic(source, limit=n)
+        images, labels, dataset, how = data.images, data.labels, data.attrs["dataset"], "its pseudo-labels"
+    else:
+        g, payload = load_generator(source)
+        images, labels = draw(g.to(dev), n, seed)
+        dataset, how = payload["info"]["run"]["dataset"], "the classes asked for"
+        if labels is None:
+            model = classifier_checkpoint.load(labeller)[0].to(dev) if labeller else reference
+            labels = predict_proba(model, images).argmax(1)
+            how = f"labels from {labeller or 'the reference classifier'}"
+    test, train_set = mnist.load("test", dataset, data_dir), mnist.load("train", dataset, data_dir)
+    floor_set = train_set.subset(mnist.labelled_subset(train_set.labels, len(images), seed))
+    cas_config = TrainConfig(seed=seed) if cas else None
+    log(f"{source}: {len(images):,} samples vs the {len(test):,} real test images; CAS trains on {how}")
+    found = measure(images, labels, test, reference, cas_config, progress, judge, device)
+    floor = measure(floor_set.images, floor_set.labels, test, reference, cas_config, progress, device=device)
+    floor = replace(floor, label_noise=1 - accuracy(judge, test))  # the judge's own error rate
+    result = Evaluation(source, how, found, floor, seed)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    return result
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    folder: Path
+    rows: pd.DataFrame  # one line per classifier trained (size, variant, ratio, seed, accuracy, ...)
+    table: pd.DataFrame  # mean +- std and paired gains per (size, variant, ratio)
+    markdown: str
+
+
+def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/benchmark", sizes=None, ratios=None,
+              seeds: int | None = None, relabel_rounds: int = 0, min_confidence: float = 0.9,
+              min_steps: int | None = None, quick: bool = False, overwrite: bool = False,
+              data_dir: str | Path | None = None, device: str = "auto", on_row=lambda row: None,
+              log=print) -> Benchmark:
+    """Sweep real sizes x augmentations x seeds, each classifier tested on real test; rows already in `out` are
+    kept. Without a pool, one is drawn from the bundled generator into `out`/pool.h5 (and reused)."""
+    out = Path(out)
+    given = {"sizes": sizes, "ratios": ratios, "seeds": None if seeds is None else tuple(range(seeds)),
+             "min_steps": min_steps}
+    if quick and any(v is not None for v in given.values()):
+        raise InputError("--quick fixes sizes, ratios, seeds and min-steps: drop them or drop --quick")
+    base = sweeps.QUICK if quick else sweeps.Sweep()
+    sweep = replace(base, relabel_rounds=relabel_rounds, min_confidence=min_confidence,
+                    **{k: tuple(v) if k != "min_steps" else v for k, v in given.items() if v is not None})
+    dataset = "mnist" if synthetic is None else load_synthetic(synthetic, limit=1).attrs["dataset"]
+    train_set, test = mnist.load("train", dataset, data_dir), mnist.load("test", dataset, data_dir)
+    sweep.check(len(train_set))
+    resolve_device(device)
+    if synthetic is None:
+        synthetic = out / "pool.h5"
+        if not synthetic.exists():
+            need = max(10_000, 2 * round(max(sweep.ratios) * max(sweep.sizes)))
+            log(f"drawing a pool of {need:,} digits from the bundled generator into {synthetic} (kept for reruns)")
+            out.mkdir(parents=True, exist_ok=True)
+            generate(out=synthetic, n=need, min_confidence=0.0, device=device, progress=False)
+    pool = load_synthetic(synthetic, limit=1)
+    threads = use_all_cores()
+    log(f"benchmark -> {out} ({threads} threads): sizes {list(sweep.sizes)}, ratios {list(sweep.ratios)}, "
+        f"seeds {list(sweep.seeds)}" + ("" if overwrite else f"; rows already in {out / 'rows.csv'} are kept"))
+    rows = sweeps.run(sweep, Path(synthetic), train_set, test, out, dataset, on_row, overwrite, device)
+    table = report.summarise(rows)
+    text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test)))
+    table.to_csv(out / "summary.csv", index=False)
+    (out / "report.md").write_text(text)
+    report.plot(table, out / "accuracy.png")
+    return Benchmark(out, rows, table, text)
