@@ -276,6 +276,7 @@ def benchmark(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="A new folder for everything the tour writes."),
+    overwrite: bool = typer.Option(False, help="Replace what an earlier demo wrote in --out."),
     data_dir: Optional[Path] = DataDir,
     device: str = Device,
 ):
@@ -283,7 +284,7 @@ def demo(
     from augment import demo as run
 
     start = time.perf_counter()
-    r = run(out, data_dir, device, log=typer.echo)
+    r = run(out, overwrite, data_dir, device, log=typer.echo)
     typer.echo(f"FID {r.evaluation.samples.fid:.2f} (real floor {r.evaluation.floor.fid:.2f}); {r.generated.kept:,} digits "
                f"in {out / 'synthetic.h5'}")
     typer.echo(f"done in {time.perf_counter() - start:.0f} s: open {r.report}")

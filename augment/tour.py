@@ -23,22 +23,25 @@ class Demo:
     benchmark: commands.Benchmark
 
 
-def demo(out: str | Path = "runs/demo", data_dir: str | Path | None = None, device: str = "auto",
-         log=print) -> Demo:
-    """generate -> sample grids -> evaluate -> benchmark --quick -> report, all into `out`."""
+def demo(out: str | Path = "runs/demo", overwrite: bool = False, data_dir: str | Path | None = None,
+         device: str = "auto", log=print) -> Demo:
+    """generate -> sample grids -> evaluate -> benchmark --quick -> report, all into `out` (overwrite: replace
+    what an earlier demo wrote there)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out} exists and is not an empty folder: choose another --out")
-    out.mkdir(parents=True)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise InputError(f"{out} exists and is not an empty folder: choose another --out, or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
     log(f"1/5 generate: {SYNTHETIC:,} digits from the bundled generator, labelled by the reference classifier")
-    generated = commands.generate(out=out / "synthetic.h5", n=SYNTHETIC, data_dir=data_dir, device=device, progress=False)
+    generated = commands.generate(out=out / "synthetic.h5", n=SYNTHETIC, overwrite=overwrite, data_dir=data_dir,
+                                  device=device, progress=False)
     log("2/5 sample grids: a row per label, and latent interpolations")
-    show(out / "synthetic.h5")
-    interpolate(out=out / "interpolation.png")
+    show(out / "synthetic.h5", overwrite=overwrite)
+    interpolate(out=out / "interpolation.png", overwrite=overwrite)
     log(f"3/5 evaluate: {EVALUATED:,} samples beside real digits (FID, precision/recall, CAS, label noise)")
-    evaluation = commands.evaluate(n=EVALUATED, out=out / "evaluate.json", data_dir=data_dir, device=device,
-                                   progress=False, log=log)
+    evaluation = commands.evaluate(n=EVALUATED, out=out / "evaluate.json", overwrite=overwrite, data_dir=data_dir,
+                                   device=device, progress=False, log=log)
     log("4/5 benchmark --quick: 100 and 1,000 real labels, with and without GAN samples (2 seeds)")
-    bench = commands.benchmark(out=out / "benchmark", quick=True, data_dir=data_dir, device=device, log=log)
+    bench = commands.benchmark(out=out / "benchmark", quick=True, overwrite=overwrite, data_dir=data_dir, device=device,
+                               log=log)
     log("5/5 report")
-    return Demo(out, write_report(out), generated, evaluation, bench)
+    return Demo(out, write_report(out, overwrite=overwrite), generated, evaluation, bench)
