@@ -43,6 +43,18 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["classify", "--data-dir", "nowhere/at/all", "--n-real", "10"], "nowhere/at/all"),
     (["info", "absent.h5"], "absent.h5: no such file"),
     (["classify", "--no-such-option"], "No such option"),
+    (["train", "--arch", "biggan"], "arch must be one of dcgan, tutorial"),
+    (["train", "--device", "tpu"], "device 'tpu' is not available"),
+    (["generate", "--device", "tpu"], "device 'tpu' is not available"),
+    (["evaluate", "--device", "tpu"], "device 'tpu' is not available"),
+    (["evaluate", "--n", "3"], "n must be >= 10"),
+    (["benchmark", "--seeds", "0"], "need at least one seed"),
+    (["benchmark", "--quick", "--seeds", "0"], "--quick fixes sizes"),
+    (["benchmark", "--sizes", "57000"], "sizes must be in 1..55,000"),
+    (["benchmark", "--device", "tpu"], "device 'tpu' is not available"),
+    (["interpolate", "--digit", "11"], "digit must be in 0..9"),
+    (["show", "absent.h5", "--out", "x.txt"], "x.txt: choose a .png output"),
+    (["report", "nowhere"], "nowhere"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, args, expected):
     monkeypatch.chdir(tmp_path)
@@ -75,3 +87,24 @@ def test_script_and_console_entry_points_answer_help():
     for command in ([sys.executable, "cli.py", "--help"], [str(Path(sys.executable).parent / "digitgen"), "classify", "--help"]):
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0 and "Usage" in done.stdout, done.stderr
+
+
+def test_demo_refuses_a_folder_with_something_in_it(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    result = run("demo", "--out", tmp_path)
+    assert result.exit_code == 2 and "is not an empty folder" in result.output
+    assert (tmp_path / "keep.txt").read_text() == "mine" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_benchmark_without_a_pool_draws_one_from_the_bundled_generator(tmp_path):
+    out = tmp_path / "bench"
+    result = run("benchmark", "--sizes", 20, "--ratios", 1, "--seeds", 1, "--min-steps", 5, "--min-confidence", 0,
+                 "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert f"drawing a pool of 10,000 digits from the bundled generator into {out / 'pool.h5'}" in result.output
+    rows = (out / "rows.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5  # header; real, classical, synthetic, synthetic+classical, pseudo-real
+    assert "generator sha256" in (out / "report.md").read_text()
+    again = run("benchmark", "--sizes", 20, "--ratios", 1, "--seeds", 1, "--min-steps", 5, "--min-confidence", 0,
+                "--out", out)
+    assert again.exit_code == 0 and "drawing a pool" not in again.output and len(again.output) > 0
