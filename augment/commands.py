@@ -18,7 +18,7 @@ from classifier import report
 from classifier.train import TrainConfig, evaluate as accuracy, predict_proba
 from data import mnist
 from data.errors import InputError, refuse_existing
-from data.files import resolve_device, use_all_cores
+from data.files import check_seed, resolve_device, use_all_cores
 from data.synthetic import load_synthetic
 
 
@@ -86,8 +86,9 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
     """FID, KID, precision/recall, label entropy, CAS and label noise of a generator (default: the bundled one)
     or an HDF5 dataset, beside the same figures for real images."""
     source = Path(source or BUNDLED)
-    if n < 10:
-        raise InputError(f"n must be >= 10 (precision and recall need neighbours), got {n}")
+    if not 10 <= n <= 10**6:
+        raise InputError(f"n must be in 10..10^6 (precision and recall need neighbours), got {n}")
+    check_seed(seed)
     if out is not None:
         refuse_existing(Path(out), overwrite)
     dev = resolve_device(device)

@@ -8,6 +8,7 @@ from augment.checkpoint import BUNDLED, load_generator
 from augment.images import grid_image, save_gif, save_grid
 from augment.models import Generator
 from data.errors import InputError, refuse_existing
+from data.files import check_seed, derived_seed
 from data.pixels import to_uint8
 
 
@@ -54,9 +55,11 @@ def interpolate(generator: str | Path | None = None, out: str | Path = "runs/int
         raise InputError("need --rows in 1..100 and --steps in 2..100")
     if digit is not None and not 0 <= digit <= 9:
         raise InputError(f"digit must be in 0..9, got {digit}")
-    visit = list(seeds) if seeds else list(range(seed * 1000, seed * 1000 + rows + 1))
+    visit = list(seeds) if seeds else [derived_seed(seed * 1000, i) for i in range(rows + 1)]
     if len(visit) < 2 or len(visit) > 101:
         raise InputError("--seeds needs 2..101 seeds")
+    for s in [seed, *visit]:
+        check_seed(s)
     g, _ = load_generator(generator or BUNDLED)
     if (digit_grid or digit is not None) and not g.spec.conditional:
         raise InputError("--digit and --digit-grid need a conditional generator (train --conditional)")

@@ -14,7 +14,7 @@ from classifier import checkpoint as classifier_checkpoint
 from classifier.train import pseudo_label
 from data import mnist
 from data.errors import InputError
-from data.files import autocast, device_of, resolve_device, sha256_of
+from data.files import autocast, check_seed, device_of, resolve_device, sha256_of
 from data.pixels import to_uint8
 from data.synthetic import SyntheticWriter, check_writable
 
@@ -33,14 +33,15 @@ class GenerateConfig:
     digit: int | None = None  # conditional generators only: draw just this class
 
     def check(self) -> None:
-        if self.n < 1:
-            raise InputError(f"n must be >= 1, got {self.n}")
+        if not 1 <= self.n <= 10**8:
+            raise InputError(f"n must be in 1..10^8, got {self.n}")
         if not 0 <= self.min_confidence <= 1:
             raise InputError(f"min-confidence must be in 0..1, got {self.min_confidence}")
         if not 0 <= self.min_realism <= 100:
             raise InputError(f"min-realism must be in 0..100 (0 turns it off), got {self.min_realism}")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= 100_000:
+            raise InputError(f"batch size must be in 1..100,000, got {self.batch_size}")
+        check_seed(self.seed)
         if self.digit is not None and not 0 <= self.digit <= 9:
             raise InputError(f"digit must be in 0..9, got {self.digit}")
 

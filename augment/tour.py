@@ -42,6 +42,7 @@ def demo(out: str | Path = "runs/demo", overwrite: bool = False, data_dir: str |
                                    device=device, progress=False, log=log)
     log("4/5 benchmark --quick: 100 and 1,000 real labels, with and without GAN samples (2 seeds)")
     bench = commands.benchmark(out=out / "benchmark", quick=True, overwrite=overwrite, data_dir=data_dir, device=device,
-                               log=log)
+                               log=log, on_row=lambda r: log(f"  {r['size']:>5,} real labels  {r['variant']:<20} seed "
+                                                             f"{r['seed']}: {r['accuracy']:.2%}"))
     log("5/5 report")
     return Demo(out, write_report(out, overwrite=overwrite), generated, evaluation, bench)

@@ -31,7 +31,7 @@ from classifier.checkpoint import load as load_classifier
 from classifier.train import pseudo_label
 from data import mnist
 from data.errors import InputError
-from data.files import autocast, resolve_device, sha256_of
+from data.files import autocast, check_seed, derived_seed, resolve_device, sha256_of
 from data.mnist import Digits
 from data.pixels import to_model, to_uint8
 
@@ -74,16 +74,17 @@ class GanConfig:
 
     def check(self) -> None:
         problems = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
-            (self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0"),
+            (1 <= self.epochs <= 100_000, f"epochs must be in 1..100,000, got {self.epochs}"),
+            (2 <= self.batch_size <= 60_000, f"batch size must be in 2..60,000, got {self.batch_size}"),
+            (0 < self.lr_g <= 1 and 0 < self.lr_d <= 1, "learning rates must be in (0, 1]"),
             (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "Adam betas must be in [0, 1)"),
             (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
             (0 <= self.ema < 1, f"ema must be in [0, 1) (0 turns it off), got {self.ema}"),
-            (self.sample_every >= 0, f"sample-every must be >= 0, got {self.sample_every}"),
-            (self.r1 >= 0, f"r1 must be >= 0, got {self.r1}"),
+            (0 <= self.sample_every <= 10**9, f"sample-every must be in 0..10^9, got {self.sample_every}"),
+            (0 <= self.r1 <= 1e6, f"r1 must be in 0..10^6, got {self.r1}"),
             (0 <= self.eval_every <= 1000, f"eval-every must be in 0..1000 epochs (0 turns it off), got {self.eval_every}"),
-            (self.spec.nz >= 1 and self.spec.g_width >= 1 and self.spec.d_width >= 1, "latent size and widths must be >= 1"),
+            (1 <= self.spec.nz <= 4096 and 1 <= self.spec.g_width <= 1024 and 1 <= self.spec.d_width <= 1024,
+             "latent size must be in 1..4096 and widths in 1..1024"),
             (not self.spec.deep or self.spec.arch == "dcgan", "deep is an option of the dcgan architecture only"),
             (not self.labeller or (self.spec.conditional and self.n_real is not None),
              "--labeller labels the images outside the --n-real subset for a --conditional GAN: give both"),
@@ -94,6 +95,7 @@ class GanConfig:
         for ok, message in problems:
             if not ok:
                 raise InputError(message)
+        check_seed(self.seed)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "spec": self.spec.as_dict()}
@@ -142,10 +144,10 @@ class GanRun:
         self.g_ema = copy.deepcopy(self.g).eval() if config.ema else None
         self.opt_g = torch.optim.Adam(self.g.parameters(), config.lr_g, betas=(config.beta1, config.beta2))
         self.opt_d = torch.optim.Adam(self.d.parameters(), config.lr_d, betas=(config.beta1, config.beta2))
-        self.noise = torch.Generator().manual_seed(config.seed + 1)
+        self.noise = torch.Generator().manual_seed(derived_seed(config.seed, 1))
         self.step = self.epoch = self.position = 0  # position: batches done inside the current epoch
         self.seconds = 0.0  # training time so far, over all sessions, not counting measurements
-        fixed = torch.Generator().manual_seed(config.seed + 2)
+        fixed = torch.Generator().manual_seed(derived_seed(config.seed, 2))
         self.fixed_z = torch.randn(100, spec.nz, generator=fixed)
         self.fixed_y = torch.arange(10).repeat_interleave(10) if spec.conditional else None
 
@@ -215,7 +217,8 @@ class GanRun:
             writer.writerow(row)
 
     def epoch_order(self) -> torch.Tensor:
-        return torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.config.seed * 100_003 + self.epoch))
+        return torch.randperm(len(self.data), generator=torch.Generator().manual_seed(
+            derived_seed(self.config.seed * 100_003, self.epoch)))
 
     def train_step(self, idx: torch.Tensor) -> dict:
         cfg = self.config

@@ -50,10 +50,11 @@ class Sweep:
                              f"(every label), got {list(self.sizes)}")
         if not self.ratios or not all(0 < r <= 100 for r in self.ratios):
             raise InputError(f"ratios must be in (0, 100], got {list(self.ratios)}")
-        if not self.seeds:
-            raise InputError("need at least one seed")
-        if self.relabel_rounds < 0 or not 0 <= self.min_confidence < 1:
-            raise InputError("relabel-rounds must be >= 0 and min-confidence in [0, 1)")
+        if not 1 <= len(self.seeds) <= 100:
+            raise InputError(f"need 1..100 seeds, got {len(self.seeds)}")
+        if not 0 <= self.relabel_rounds <= 100 or not 0 <= self.min_confidence < 1:
+            raise InputError("relabel-rounds must be in 0..100 and min-confidence in [0, 1)")
+        self.config(min(self.sizes), "none", 0).check()  # the budget: epochs, min-steps
 
     def config(self, size: int, augment: str, seed: int) -> TrainConfig:
         """The size's real-only budget (epochs over the real subset, at least min_steps), fixed in steps."""

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from classifier.affine import random_affine
 from classifier.model import DigitCNN
 from data.errors import InputError
-from data.files import autocast, device_of, resolve_device
+from data.files import autocast, check_seed, device_of, resolve_device
 from data.mnist import Digits
 from data.pixels import to_model
 
@@ -40,14 +40,15 @@ class TrainConfig:
         return per_epoch * self.epochs
 
     def check(self) -> None:
-        if self.epochs < 1:
-            raise InputError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise InputError(f"batch size must be >= 2, got {self.batch_size}")
-        if not self.lr > 0:
-            raise InputError(f"learning rate must be > 0, got {self.lr}")
-        if self.steps is not None and self.steps < 1:
-            raise InputError(f"steps must be >= 1, got {self.steps}")
+        if not 1 <= self.epochs <= 100_000:
+            raise InputError(f"epochs must be in 1..100,000, got {self.epochs}")
+        if not 2 <= self.batch_size <= 60_000:
+            raise InputError(f"batch size must be in 2..60,000, got {self.batch_size}")
+        if not 0 < self.lr <= 1:
+            raise InputError(f"learning rate must be in (0, 1], got {self.lr}")
+        if not 0 <= self.min_steps <= 10**7 or (self.steps is not None and not 1 <= self.steps <= 10**7):
+            raise InputError("min-steps must be in 0..10^7 and steps in 1..10^7")
+        check_seed(self.seed)
         if self.augment not in AUGMENTATIONS:
             raise InputError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
 
@@ -102,6 +103,8 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
                    "seconds": seconds, "images_per_s": step * batch / seconds}
             if val is not None:
                 row["val_accuracy"] = evaluate(model, val)
+            if not math.isfinite(row["loss"]):
+                raise InputError(f"training diverged at step {step} (loss {row['loss']}): lower --lr")
             history.append(row)
             bar.set_postfix({k: f"{row[k]:.4f}" for k in ("loss", "val_accuracy") if k in row})
             loss_sum.zero_()

@@ -64,3 +64,16 @@ def autocast(device: torch.device):
 
 def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+SEEDS = 2**63  # torch seeds are 64-bit; every seed a user gives is in 0..2^63-1
+
+
+def check_seed(seed: int, name: str = "seed") -> None:
+    if not 0 <= seed < SEEDS:
+        raise InputError(f"{name} must be in 0..2^63-1, got {seed}")
+
+
+def derived_seed(seed: int, stream: int) -> int:
+    """A second seed drawn from a user's seed, still in range however large that one is."""
+    return (seed + stream) % SEEDS
