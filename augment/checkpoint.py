@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 from augment.models import GanSpec, Generator
-from data.files import read_payload, save_atomic
+from data.files import check_finite, read_payload, save_atomic
+from data.mnist import DEFAULT_DIRS as DATASETS
 from data.errors import InputError
 
 TRAINING_KIND, GENERATOR_KIND = "digitgen-gan-training", "digitgen-generator"
@@ -33,6 +34,10 @@ def load_generator(path: str | Path) -> tuple[Generator, dict]:
     try:
         g = Generator(GanSpec(**payload["spec"]))
         g.load_state_dict(payload["state_dict"])
-    except (TypeError, KeyError, RuntimeError) as e:
+        dataset = payload["info"]["run"]["dataset"]
+    except (TypeError, KeyError, RuntimeError, InputError) as e:
         raise InputError(f"{path}: weights do not fit the generator they describe ({str(e).splitlines()[0]})") from None
+    if dataset not in DATASETS:
+        raise InputError(f"{path}: trained on unknown dataset {dataset!r}")
+    check_finite(path, payload["state_dict"])
     return g.eval(), payload

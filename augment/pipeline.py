@@ -16,7 +16,7 @@ from data import mnist
 from data.errors import InputError
 from data.files import autocast, check_seed, device_of, resolve_device, sha256_of
 from data.pixels import to_uint8
-from data.synthetic import SyntheticWriter, check_writable
+from data.synthetic import MAX_ROWS, SyntheticWriter, check_writable
 
 MAX_DRAWS_PER_KEPT = 50  # bounded tries: give up after drawing this many images per image asked for
 
@@ -33,8 +33,8 @@ class GenerateConfig:
     digit: int | None = None  # conditional generators only: draw just this class
 
     def check(self) -> None:
-        if not 1 <= self.n <= 10**8:
-            raise InputError(f"n must be in 1..10^8, got {self.n}")
+        if not 1 <= self.n <= MAX_ROWS:
+            raise InputError(f"n must be in 1..{MAX_ROWS:,} (what the reader accepts), got {self.n}")
         if not 0 <= self.min_confidence <= 1:
             raise InputError(f"min-confidence must be in 0..1, got {self.min_confidence}")
         if not 0 <= self.min_realism <= 100:

@@ -8,9 +8,11 @@ stopped anywhere and resumed ends with the same weights as one that never stoppe
 import copy
 import csv
 import math
+import os
 import signal
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from classifier.checkpoint import load as load_classifier
 from classifier.train import pseudo_label
 from data import mnist
 from data.errors import InputError
-from data.files import autocast, check_seed, derived_seed, resolve_device, sha256_of
+from data.files import autocast, check_finite, check_seed, derived_seed, lock_folder, resolve_device, sha256_of
 from data.mnist import Digits
 from data.pixels import to_model, to_uint8
 
@@ -287,7 +289,11 @@ def make_config(arch: str | None = "dcgan", **options) -> GanConfig:
 def resumed_config(folder: Path, epochs: int | None = None, eval_every: float | None = None, **options) -> GanConfig:
     """The config of the run saved in `folder`, with a new total of epochs and FID schedule if given. Any other
     option given must match the saved run: a resumed run keeps its recipe, so a changed one is refused."""
-    saved = GanConfig.from_dict(load_training(folder / "checkpoint.pt")["config"])
+    path = folder / "checkpoint.pt"
+    try:
+        saved = GanConfig.from_dict(load_training(path)["config"])
+    except (KeyError, TypeError, InputError) as e:
+        raise InputError(f"{path}: no usable config in this checkpoint ({e})") from None
     have = {**saved.__dict__, **saved.spec.as_dict()}
     if options.get("labeller") is not None:
         options["labeller"] = str(Path(options["labeller"]).resolve())
@@ -344,15 +350,30 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
         raise InputError(f"batch size {config.batch_size} is larger than the {len(data)} training images")
     if not resume and folder.exists() and any(folder.iterdir()):
         raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
-    state = load_training(folder / "checkpoint.pt") if resume else None
-    run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every else None, dev)
-    if resume:
-        run.restore(state)
-        _trim_csv(folder / "losses.csv", run.step)
-        _trim_csv(folder / "metrics.csv", run.step)
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(folder)
+    try:
+        run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every else None, dev)
+        if resume:
+            _restore(run, load_training(folder / "checkpoint.pt"))
+    except BaseException:
+        os.close(lock)
+        raise
+    run.release = weakref.finalize(run, os.close, lock)  # at the end of training, or when the run is dropped
     return run
+
+
+def _restore(run: GanRun, state: dict) -> None:
+    path = run.folder / "checkpoint.pt"
+    try:
+        run.restore(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{path}: damaged, it does not restore this run "
+                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    for part in ("g", "d"):
+        check_finite(path, state[part])
+    _trim_csv(run.folder / "losses.csv", run.step)
+    _trim_csv(run.folder / "metrics.csv", run.step)
 
 
 def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) -> Outcome:
@@ -416,6 +437,7 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) 
         save_gif(frames, run.folder / "progress.gif")
     seconds = time.perf_counter() - start_time
     rate = (run.step - start_step) * run.config.batch_size / seconds if seconds else 0.0
+    run.release()
     return Outcome(stopped, run.step, run.epoch, seconds, rate, run.folder, run.config, message,
                    fid_summary(run.folder / "metrics.csv"))
 
@@ -468,7 +490,15 @@ class _CsvLog:
 
 
 def _trim_csv(path: Path, step: int) -> None:
-    """Forget rows logged after the checkpoint we resume from (a diverged run logs past it)."""
+    """Forget rows logged after the checkpoint we resume from (a diverged run logs past it), and any line that is
+    not a row of this log (a write cut short by a kill, or damage): the log stays readable."""
     if path.exists():
-        lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(lines[:1] + [ln for ln in lines[1:] if int(ln.split(",")[0]) <= step]))
+        lines = path.read_text(errors="replace").splitlines(keepends=True)
+        header = lines[:1]
+        width = header[0].count(",") if header else 0
+
+        def keep(line: str) -> bool:
+            first = line.split(",")[0]
+            return line.endswith("\n") and line.count(",") == width and first.isdigit() and int(first) <= step
+
+        path.write_text("".join(header + [ln for ln in lines[1:] if keep(ln)]))

@@ -7,7 +7,7 @@ import torch
 
 from classifier.model import ARCH, DigitCNN
 from data.errors import InputError
-from data.files import read_payload, save_atomic, sha256_of
+from data.files import check_finite, read_payload, save_atomic, sha256_of
 
 KIND = "digitgen-classifier"
 
@@ -31,8 +31,9 @@ def load(path: str | Path) -> tuple[DigitCNN, dict]:
     model = DigitCNN()
     try:
         model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError) as e:
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"{path}: weights do not fit {ARCH} ({str(e).splitlines()[0]})") from None
+    check_finite(path, payload["state_dict"])
     return model.to(memory_format=torch.channels_last).eval(), payload
 
 

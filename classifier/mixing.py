@@ -65,6 +65,8 @@ def build(real: Digits, n_real: int | None, seed: int, synthetic: str | Path | N
     if not 0 <= ratio <= 100:
         raise InputError(f"ratio must be in 0..100 (synthetic images per real image), got {ratio}")
     pool, val_idx = mnist.validation_split(real.labels, val_size)
+    if n_real == len(real) and len(val_idx):
+        raise InputError(f"--n-real {n_real:,} is every label, validation too: pass --val-size 0")
     chosen = mnist.labelled_subset(real.labels, len(pool) if n_real is None else n_real, seed, val_size)
     train = real.subset(chosen)
     if ratio:

@@ -22,13 +22,16 @@ def describe_gan(attrs: dict) -> str:
     """How the pool's generator was trained, from the generator.json beside it (when still there)."""
     head = f"generator sha256 {attrs['generator_sha256'][:16]}..."
     sidecar = Path(attrs["config"].get("generator", "unknown")).with_suffix(".json")
-    if not sidecar.is_file():
-        return f"{head} (no {sidecar} here: how it was trained is not known)"
-    info = json.loads(sidecar.read_text())
-    run, spec = info["run"], info["spec"]
-    images = f"{run['n_real']:,} labelled" if run["n_real"] else "all 60,000"
-    labels = "with their labels (conditional)" if spec["conditional"] else "without labels"
-    return f"{head}: {spec['arch']} GAN trained {info['step']:,} steps on {images} {run['dataset']} train images {labels}"
+    try:  # the path comes from inside the pool file: trust only the sidecar of the very generator that drew it
+        info = json.loads(sidecar.read_text())
+        if info["sha256"] != attrs["generator_sha256"]:
+            raise ValueError
+        run, spec = info["run"], info["spec"]
+        images = f"{run['n_real']:,} labelled" if run["n_real"] else "all 60,000"
+        labels = "with their labels (conditional)" if spec["conditional"] else "without labels"
+        return f"{head}: {spec['arch']} GAN trained {info['step']:,} steps on {images} {run['dataset']} train images {labels}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{head} (no {sidecar} of that generator here: how it was trained is not known)"
 
 
 def header(sweep: Sweep, pool: Path, attrs: dict, dataset: str, test_size: int) -> str:

@@ -1,6 +1,8 @@
 """Helpers every package needs, once: file digests, atomic saves, safe checkpoint reads, threads, device."""
 
+import fcntl
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -19,6 +21,7 @@ def sha256_of(path: str | Path) -> str:
 
 def save_atomic(payload: dict, path: Path) -> str:
     """torch.save under a temporary name, then rename into place; returns the file's sha256."""
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(payload, tmp)
@@ -26,6 +29,36 @@ def save_atomic(payload: dict, path: Path) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return sha256_of(path)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Temporary files (.NAME.PID.tmp) of processes that were killed (SIGKILL leaves no time to clean up)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def lock_folder(folder: Path) -> int:
+    """Hold an exclusive lock on a folder for the life of this process, so that a second process writing into
+    it is refused instead of interleaving with the first; returns the descriptor that holds it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InputError(f"{folder} is in use by another process: wait for it to end, or choose another folder") from None
+    return fd
 
 
 def read_payload(path: str | Path, kind: str) -> dict:
@@ -40,7 +73,29 @@ def read_payload(path: str | Path, kind: str) -> dict:
     if not isinstance(payload, dict) or payload.get("kind") != kind:
         found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
         raise InputError(f"{path}: is a {found!r} checkpoint, expected {kind!r}")
+    _check_sidecar(path)
     return payload
+
+
+def _check_sidecar(path: Path) -> None:
+    """A checkpoint's .json records its sha256 when it was written: a file that no longer matches was changed
+    or damaged since (or its run was killed between the two writes: resume it to write both again)."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        return
+    try:
+        recorded = json.loads(sidecar.read_text()).get("sha256")
+    except (ValueError, AttributeError, OSError):
+        recorded = "unreadable"
+    if recorded is not None and recorded != sha256_of(path):
+        raise InputError(f"{path}: its sha256 does not match the one in {sidecar.name}: changed or damaged since written")
+
+
+def check_finite(path: str | Path, state_dict: dict) -> None:
+    """Weights with NaN or inf would draw or label garbage without another word: refuse them."""
+    for name, tensor in state_dict.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputError(f"{path}: weight {name} holds NaN or inf values")
 
 
 def use_all_cores() -> int:

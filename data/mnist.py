@@ -61,13 +61,19 @@ def load(split: str = "train", dataset: str = "mnist", folder: str | Path | None
 @lru_cache(maxsize=8)
 def _load(split: str, dataset: str, folder: Path) -> Digits:
     image_name, label_name = FILES[split]
-    images = _read_idx(_find_or_download(folder, image_name, dataset), IMAGES_MAGIC)
-    labels = _read_idx(_find_or_download(folder, label_name, dataset), LABELS_MAGIC)
-    if len(images) != len(labels):
-        raise InputError(f"{folder}: {image_name} holds {len(images)} images but {label_name} {len(labels)} labels")
-    if labels.max() > 9:
-        raise InputError(f"{folder / label_name}: label {labels.max()} is out of range 0..9")
-    return Digits(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
+    image_path = _find_or_download(folder, image_name, dataset)
+    label_path = _find_or_download(folder, label_name, dataset)
+    # Both headers are checked, and the counts compared, before either payload is read.
+    with _IdxReader(image_path, IMAGES_MAGIC) as images, _IdxReader(label_path, LABELS_MAGIC) as labels:
+        if images.shape[0] != labels.shape[0]:
+            raise InputError(f"{folder}: {image_path.name} holds {images.shape[0]} images but {label_path.name} "
+                             f"{labels.shape[0]} labels")
+        label_values = labels.read()
+        if label_values.max() > 9:
+            bad = int(np.argmax(label_values > 9))
+            raise InputError(f"{label_path}: label {label_values[bad]} (item {bad}) is out of range 0..9")
+        image_values = images.read()
+    return Digits(torch.from_numpy(image_values), torch.from_numpy(label_values.astype(np.int64)))
 
 
 def _find_or_download(folder: Path, name: str, dataset: str) -> Path:
@@ -103,28 +109,100 @@ def _download(folder: Path, dataset: str) -> None:
         ) from None
 
 
+MAX_ITEMS = 2_000_000  # 28x28 uint8 images: 1.5 GiB; MNIST train holds 60,000, EMNIST's largest split 700,000
+GZIP_MAGIC = b"\x1f\x8b"
+READ_BLOCK = 1 << 20
+
+
+class _IdxReader:
+    """One IDX file, opened and its header validated; `read()` then reads exactly the payload the header
+    declares, never more (a gzip bomb is decompressed only up to that size, plus one byte to detect excess)."""
+
+    def __init__(self, path: Path, magic: int):
+        self.path, self.stream = path, None
+        kind = "images" if magic == IMAGES_MAGIC else "labels"
+        try:
+            self.stream = open(path, "rb")
+            self.gzipped = self.stream.read(2) == GZIP_MAGIC
+            self.stream.seek(0)
+            file_size = os.fstat(self.stream.fileno()).st_size
+            if self.gzipped:
+                self.stream = gzip.GzipFile(fileobj=self.stream, mode="rb")
+            dims = 3 if magic == IMAGES_MAGIC else 1
+            header_size = 4 * (1 + dims)
+            raw = self._read_exactly(header_size)
+        except OSError as e:  # cannot open or stat it
+            self._fail(f"cannot read ({type(e).__name__}: {e})")
+        except BaseException:
+            self.close()
+            raise
+        if len(raw) < header_size:
+            self._fail(f"too short to be an IDX {kind} file ({len(raw)} bytes{' after gunzip' if self.gzipped else ''})")
+        header = np.frombuffer(raw, ">u4")
+        if header[0] != magic:
+            self._fail(f"magic number {header[0]}, expected {magic}; not an IDX {kind} file")
+        self.shape = tuple(int(d) for d in header[1:])
+        if dims == 3 and self.shape[1:] != (28, 28):
+            self._fail(f"images are {self.shape[1]}x{self.shape[2]}, expected 28x28")
+        if self.shape[0] == 0:
+            self._fail(f"holds no {kind} (the header's count is 0)")
+        if self.shape[0] > MAX_ITEMS:
+            self._fail(f"the header declares {self.shape[0]:,} {kind}, more than the {MAX_ITEMS:,} this tool reads; "
+                       f"corrupt or not MNIST-like")
+        self.size = int(np.prod(self.shape))
+        if not self.gzipped:  # the size is known before anything is read
+            self._check_size(file_size - header_size)
+
+    def _check_size(self, found: int) -> None:
+        where = " after gunzip" if self.gzipped else ""
+        if found < self.size:
+            self._fail(f"{found} bytes of data{where}, header promises {self.size}; truncated or corrupt")
+        if found > self.size:
+            self._fail(f"more data than the header declares ({'at least ' if self.gzipped else ''}{found} bytes of "
+                       f"data{where}, header promises {self.size}); corrupt or not an IDX file")
+
+    def read(self) -> np.ndarray:
+        """The payload as a writable uint8 array of the header's shape."""
+        data = self._read_exactly(self.size)
+        self._check_size(len(data) + len(self._read_exactly(1)))  # one byte past: is there more than declared?
+        return np.frombuffer(data, np.uint8).reshape(self.shape)
+
+    def _read_exactly(self, n: int) -> bytearray:
+        """Up to n bytes (fewer only at the end of the data), in bounded blocks."""
+        out = bytearray()
+        try:
+            while len(out) < n:
+                block = self.stream.read(min(READ_BLOCK, n - len(out)))
+                if not block:
+                    break
+                out += block
+        except (OSError, EOFError, zlib.error) as e:
+            self._fail(f"cannot read ({type(e).__name__}: {e})")
+        return out
+
+    def _fail(self, problem: str):
+        self.close()
+        raise InputError(f"{self.path}: {problem}") from None
+
+    def close(self) -> None:
+        if self.stream is not None:
+            inner = getattr(self.stream, "fileobj", None)
+            self.stream.close()
+            if inner is not None:
+                inner.close()
+            self.stream = None
+
+    def __enter__(self) -> "_IdxReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """Parse and validate an IDX file: magic number, 28x28 images, and the payload length."""
-    try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise InputError(f"{path}: cannot read ({e})") from None
-    dims = 3 if magic == IMAGES_MAGIC else 1
-    header_size = 4 * (1 + dims)
-    if len(raw) < header_size:
-        raise InputError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
-    header = np.frombuffer(raw, ">u4", count=1 + dims)
-    if header[0] != magic:
-        raise InputError(f"{path}: magic number {header[0]}, expected {magic}; not an IDX file of this kind")
-    shape = tuple(int(d) for d in header[1:])
-    if dims == 3 and shape[1:] != (28, 28):
-        raise InputError(f"{path}: images are {shape[1]}x{shape[2]}, expected 28x28")
-    expected = header_size + int(np.prod(shape))
-    if len(raw) != expected:
-        raise InputError(f"{path}: {len(raw)} bytes, header promises {expected}; truncated or corrupt")
-    return np.frombuffer(raw, np.uint8, offset=header_size).reshape(shape).copy()
+    """Parse and validate one IDX file: magic number, count, 28x28 images, and the payload length."""
+    with _IdxReader(path, magic) as reader:
+        return reader.read()
 
 
 def validation_split(labels: torch.Tensor, size: int = VAL_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,6 +236,9 @@ def balanced_subset(labels: torch.Tensor, pool: torch.Tensor, n: int, seed: int)
 
 
 def labelled_subset(labels: torch.Tensor, n: int, seed: int, val_size: int = VAL_SIZE) -> torch.Tensor:
-    """The seeded, class-balanced labelled training subset of size n, never touching validation."""
+    """The one labelled-subset rule of every command: n seeded, class-balanced images from the training pool,
+    never touching validation; asking for every label (n = all of train) means every image, validation too."""
+    if n == len(labels):
+        return torch.arange(n)
     pool, _ = validation_split(labels, val_size)
     return balanced_subset(labels, pool, n, seed)

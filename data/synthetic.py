@@ -6,6 +6,13 @@ the file into place only when it is complete, so the final name never holds a ha
 
 import json
 import os
+import re
+import select
+import signal
+import sys
+import time
+import warnings
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -14,12 +21,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from h5py import h5a, h5d, h5l, h5o, h5z
 
 from data.errors import InputError, refuse_existing
+from data.mnist import DEFAULT_DIRS
 
 FORMAT, FORMAT_VERSION = "digitgen-synthetic", 1
 CALLER_ATTRS = ("dataset", "generator_sha256", "labeller_sha256", "seed", "min_confidence", "balance", "config")
 CHUNK = 1024
+COLUMNS = {"images": ("u1", (28, 28)), "labels": ("u1", ()), "confidence": ("f4", ()), "probs": ("f2", (10,))}
 
 
 def tool_version() -> str:
@@ -54,7 +64,7 @@ class SyntheticWriter:
         self.file = h5py.File(self.tmp, "w")
         self.counts = np.zeros(10, np.int64)
         self.n = 0
-        columns = {"images": ("u1", (28, 28)), "labels": ("u1", ()), "confidence": ("f4", ()), "probs": ("f2", (10,))}
+        columns = dict(COLUMNS)
         if nz is not None:
             columns["latents"] = ("f4", (nz,))
         if conditional:
@@ -109,47 +119,317 @@ class SyntheticWriter:
             self.discard()
 
 
-def _open(path: Path) -> h5py.File:
-    """Open and validate: format, version, columns, dtypes, shapes and lengths."""
-    if not path.is_file():
+# The reader. A hostile file must end in an InputError naming it and saying what is wrong: never a traceback,
+# never a read outside the file (external storage, external or soft links, virtual datasets, filter plugins),
+# never an allocation the file's declared shapes could blow up.
+
+DATASETS = tuple(DEFAULT_DIRS)
+MAX_ROWS = 2_000_000  # 28x28 uint8 images: 1.5 GiB in memory; more is refused before anything is allocated
+MAX_NZ = 4096  # latent width
+MAX_CHUNK_BYTES = 64 << 20  # HDF5 decompresses a whole chunk to read one row of it
+FILTERS = {h5z.FILTER_DEFLATE, h5z.FILTER_SHUFFLE, h5z.FILTER_FLETCHER32, h5z.FILTER_LZF}  # built in: no plugin loads
+ATTRS = {  # every root attribute of the format, in the order checked, and its kind
+    "format": "str", "format_version": "int", "created": "str", "tool_version": "str", "dataset": "str",
+    "generator_sha256": "str", "labeller_sha256": "str", "seed": "int", "min_confidence": "real", "balance": "bool",
+    "class_counts": "str", "config": "str",  # both JSON
+}
+SHA256 = re.compile(r"[0-9a-f]{64}")
+METADATA_SECONDS = 20.0  # the forked metadata check of a valid file takes milliseconds; past this, it hangs
+
+
+@contextmanager
+def _opened(path: str | Path):
+    """Open and validate a file (metadata only, see `_problem`); yields (file, decoded attributes, rows).
+    Any error inside the block, h5py's included (a corrupt chunk shows only when read), becomes an
+    InputError naming the file."""
+    path = Path(path)
+    if not path.exists():
         raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    _guard(path)
     try:
         f = h5py.File(path, "r")
-    except OSError:
-        raise InputError(f"{path}: not an HDF5 file (or corrupt)") from None
+    except Exception as e:  # OSError mostly; a damaged superblock can raise others
+        raise InputError(f"{path}: not an HDF5 file, or a corrupt one ({_say(e)})") from None
     try:
-        problem = _problem(f)
-    except Exception as e:  # a damaged file can fail anywhere inside h5py
-        problem = f"unreadable ({e})"
-    if problem:
-        f.close()
-        raise InputError(f"{path}: {problem}")
-    return f
+        try:
+            checked = _problem(f, path.stat().st_size)
+        except Exception as e:  # a damaged file can fail anywhere inside h5py
+            checked = f"unreadable, corrupt HDF5 ({_say(e)})"
+        if isinstance(checked, str):
+            raise InputError(f"{path}: {checked}")
+        try:
+            yield (f, *checked)
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
+        except Exception as e:
+            raise InputError(f"{path}: unreadable, corrupt HDF5 ({_say(e)})") from None
+    finally:
+        try:
+            f.close()
+        except Exception:
+            pass
 
 
-def _problem(f: h5py.File) -> str | None:
-    kind, fmt_version = (_decode(k, f.attrs.get(k)) for k in ("format", "format_version"))
-    if kind != FORMAT:
-        return f"not a {FORMAT} file (format attribute is {kind!r})"
-    if fmt_version != FORMAT_VERSION:
-        return f"format version {fmt_version!r}, this tool reads version {FORMAT_VERSION}"
-    expected = {"images": ("u1", (28, 28)), "labels": ("u1", ()), "confidence": ("f4", ()), "probs": ("f2", (10,))}
-    if "latents" in f:
-        expected["latents"] = ("f4", f["latents"].shape[1:2])
-    if "condition" in f:
-        expected["condition"] = ("i2", ())
+def _guard(path: Path) -> None:
+    """Run the metadata check (open + `_problem`) first in a forked child with a time limit. Some damaged
+    structures (e.g. a global heap object's size, where string attributes live) make the HDF5 library itself
+    loop forever, deep in C, where no Python signal handler runs (even Ctrl-C is ignored); others could crash
+    it. The same deterministic check that finishes in the child finishes here; one that does not is refused.
+    Linux only (fork without exec is unsafe elsewhere); elsewhere such a file still hangs the reader."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns about fork in a threaded process (torch's pools)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:  # no memory or processes left for a child: read unguarded
+        return
+    if pid == 0:  # the child: check, then leave without running any exit handler (HDF5's would flush files)
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.SIG_DFL)
+            with h5py.File(path, "r") as f:
+                _problem(f, path.stat().st_size)
+        except BaseException:
+            pass
+        os._exit(0)
+    status = None
+    try:
+        status = _wait(pid, METADATA_SECONDS)
+    finally:  # also on Ctrl-C, which the parent, waiting in Python, always sees
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    if status is None:
+        raise InputError(f"{path}: corrupt HDF5: reading its metadata did not finish in {METADATA_SECONDS:g} s "
+                         f"(a damaged structure makes the HDF5 library loop)")
+    if os.WIFSIGNALED(status):
+        raise InputError(f"{path}: corrupt HDF5: reading its metadata crashes the HDF5 library "
+                         f"(signal {os.WTERMSIG(status)})")
+
+
+def _wait(pid: int, seconds: float) -> int | None:
+    """The child's wait status, or None if it is still running after `seconds`."""
+    try:
+        fd = os.pidfd_open(pid)  # Linux 5.3+: readable when the child ends, so no polling delay
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        try:
+            if not select.select([fd], [], [], seconds)[0]:
+                return None
+        finally:
+            os.close(fd)
+        return os.waitpid(pid, 0)[1]
+    deadline, pause = time.monotonic() + seconds, 0.001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
+
+
+def _say(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def _problem(f: h5py.File, file_size: int) -> str | tuple[dict, int]:
+    """What is wrong with an open file, or its (decoded attributes, rows) if nothing is. Only metadata is
+    read here, and every shape is checked before anything is allocated for it."""
+    attrs = {}
+    for key, kind in ATTRS.items():
+        value = _attribute(f, key, kind)
+        if isinstance(value, _Bad):
+            if key == "format":
+                return f"not a {FORMAT} file (format attribute: {value})"
+            return f"attribute {key!r}: {value}"
+        attrs[key] = value
+        if key == "format" and value != FORMAT:
+            return f"not a {FORMAT} file (format attribute is {value[:80]!r})"
+        if key == "format_version" and value != FORMAT_VERSION:
+            return f"format version {value!r}, this tool reads version {FORMAT_VERSION}"
+    try:
+        datetime.fromisoformat(attrs["created"])
+    except ValueError:
+        return f"attribute 'created' is {attrs['created'][:80]!r}, not an ISO 8601 time"
+    if attrs["dataset"] not in DATASETS:
+        return f"attribute 'dataset' is {attrs['dataset'][:80]!r}, expected one of {', '.join(DATASETS)}"
+    for key in ("generator_sha256", "labeller_sha256"):
+        if not SHA256.fullmatch(attrs[key]):
+            return f"attribute {key!r} is {attrs[key][:80]!r}, not a sha256 (64 lowercase hex digits)"
+    if not 0 <= attrs["seed"] < 2**63:
+        return f"attribute 'seed' is {attrs['seed']}, outside 0..2^63-1"
+    if not 0 <= attrs["min_confidence"] <= 1:  # NaN fails this too
+        return f"attribute 'min_confidence' is {attrs['min_confidence']}, outside 0..1"
+    for key in ("class_counts", "config"):
+        try:
+            attrs[key] = json.loads(attrs[key])
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            return f"attribute {key!r} is not JSON ({_say(e)[:100]})"
+    config = attrs["config"]
+    if not isinstance(config, dict):
+        return f"attribute 'config' is a JSON {type(config).__name__}, expected an object"
+    for key in ("generator", "labeller"):
+        if key in config and not isinstance(config[key], str):
+            return f"attribute 'config': {key} is {str(config[key])[:80]}, expected a path"
+
     n = None
-    for name, (dtype, tail) in expected.items():
-        if name not in f:
-            return f"missing dataset /{name}"
-        ds = f[name]
-        if ds.dtype != np.dtype(dtype) or ds.shape[1:] != tail or (name == "latents" and ds.ndim != 2):
-            return f"/{name} is {ds.dtype} {ds.shape}, expected {np.dtype(dtype)} (N, {', '.join(map(str, tail))})"
+    for name, (dtype, tail) in _columns(f).items():
+        problem = _dataset_problem(f, name, dtype, tail, file_size)
+        if problem:
+            return problem
+        rows = f[name].shape[0]
         if n is None:
-            n = ds.shape[0]
-        elif ds.shape[0] != n:
-            return f"/{name} holds {ds.shape[0]} rows but /images holds {n}"
+            n = rows
+        elif rows != n:
+            return f"/{name} holds {rows} rows but /images holds {n}"
+
+    counts = attrs["class_counts"]
+    if (not isinstance(counts, dict) or sorted(counts) != sorted(map(str, range(10)))
+            or not all(type(k) is int and k >= 0 for k in counts.values())):
+        return f"attribute 'class_counts' is {json.dumps(counts)[:120]}, expected counts of the digits 0..9"
+    if sum(counts.values()) != n:
+        return f"attribute 'class_counts' adds up to {sum(counts.values())} but the file holds {n} rows"
+    attrs["class_counts"] = {str(c): counts[str(c)] for c in range(10)}
+    return attrs, n
+
+
+class _Bad(str):
+    """Why an attribute is unusable."""
+
+
+def _attribute(f: h5py.File, key: str, kind: str):
+    """A scalar root attribute of the given kind as a Python value, or _Bad; its shape and type are checked
+    before it is read."""
+    name = key.encode()
+    if not h5a.exists(f.id, name):
+        return _Bad("missing")
+    with closing(h5a.open(f.id, name)) as attr:
+        shape, dtype = attr.shape, attr.dtype
+    if shape != ():
+        return _Bad(f"shape {shape}, expected a single value")
+    if kind == "str" and h5py.check_string_dtype(dtype) is None:
+        return _Bad(f"type {dtype}, expected a string")
+    if kind != "str" and dtype.kind not in {"int": "iu", "real": "iuf", "bool": "b"}[kind]:
+        return _Bad(f"type {dtype}, expected {'true or false' if kind == 'bool' else 'a number'}")
+    value = f.attrs[key]
+    if isinstance(value, bytes):  # a fixed-length string
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            return _Bad("not UTF-8 text")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if kind == "str" and not isinstance(value, str):
+        return _Bad(f"{str(value)[:80]}, expected a string")
+    if kind == "bool" and not isinstance(value, bool):
+        return _Bad(f"{value!r}, expected true or false")
+    if kind in ("int", "real") and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                    or (kind == "int" and not isinstance(value, int))):
+        return _Bad(f"{value!r}, expected {'an integer' if kind == 'int' else 'a number'}")
+    return value
+
+
+def _columns(f: h5py.File) -> dict:
+    """The format's datasets in this file: {name: (dtype, shape after the row axis; None: (nz,))}."""
+    expected = dict(COLUMNS)
+    if f.id.links.exists(b"latents"):  # H5Lexists looks at the link only: it follows nothing
+        expected["latents"] = ("f4", None)
+    if f.id.links.exists(b"condition"):
+        expected["condition"] = ("i2", ())
+    return expected
+
+
+def _dataset_problem(f: h5py.File, name: str, dtype: str, tail: tuple | None, file_size: int) -> str | None:
+    """Is /name a dataset stored in this file, of the format's dtype and shape, sane in size, and all there?"""
+    key = name.encode()
+    if not f.id.links.exists(key):
+        return f"missing dataset /{name}"
+    link = f.id.links.get_info(key).type
+    if link != h5l.TYPE_HARD:
+        what = {h5l.TYPE_SOFT: "a soft link", h5l.TYPE_EXTERNAL: "an external link (to another file)"}
+        return f"/{name} is {what.get(link, 'a user-defined link')}; this reader never follows a link"
+    if h5o.get_info(f.id, key).type != h5o.TYPE_DATASET:
+        return f"/{name} is not a dataset"
+    ds = f[name]
+    with closing(ds.id.get_create_plist()) as dcpl:
+        layout = dcpl.get_layout()
+        if layout == h5d.VIRTUAL:
+            return f"/{name} is a virtual dataset (its data lies in other files); this reader never follows one"
+        if dcpl.get_external_count():
+            return f"/{name} uses external storage (its data lies in another file); this reader never follows it"
+        if layout not in (h5d.CHUNKED, h5d.CONTIGUOUS, h5d.COMPACT):
+            return f"/{name} has an unknown storage layout ({layout})"
+        filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())] if layout == h5d.CHUNKED else []
+    shape = ds.shape
+    if tail is None:  # latents: (N, nz)
+        tail = shape[1:2] if shape is not None and len(shape) == 2 and 1 <= shape[1] <= MAX_NZ else (f"1..{MAX_NZ}",)
+    if shape is None or len(shape) != 1 + len(tail) or shape[1:] != tail or ds.dtype != np.dtype(dtype):
+        return f"/{name} is {ds.dtype} {shape}, expected {np.dtype(dtype)} {('N', *tail)}".replace("'", "")
+    rows = shape[0]
+    if rows > MAX_ROWS:
+        return f"/{name} declares {rows:,} rows, more than the {MAX_ROWS:,} this tool reads; corrupt or absurd"
+    unknown = [code for code in filters if code not in FILTERS]
+    if unknown:
+        return f"/{name} uses HDF5 filter {unknown[0]}, not one this tool reads (gzip, shuffle, fletcher32, lzf)"
+    stored = ds.id.get_storage_size()
+    if stored > file_size:
+        return f"/{name} claims {stored:,} bytes of storage, more than the file's {file_size:,}; corrupt"
+    nbytes = ds.size * ds.dtype.itemsize
+    if layout == h5d.CONTIGUOUS and nbytes:
+        offset = ds.id.get_offset()
+        if offset is None or stored != nbytes:
+            return f"/{name} declares {rows:,} rows but stores no data for them; truncated or corrupt"
+        if offset + nbytes > file_size:
+            return f"/{name} lies past the end of the file ({file_size:,} bytes); truncated"
+    if layout == h5d.CHUNKED:
+        chunks = ds.chunks
+        if int(np.prod(chunks, dtype=np.int64)) * ds.dtype.itemsize > MAX_CHUNK_BYTES:
+            return f"/{name} has chunks of {chunks}, over {MAX_CHUNK_BYTES >> 20} MiB each; refused"
+        needed = int(np.prod([-(-d // c) for d, c in zip(shape, chunks)], dtype=np.int64))
+        have = ds.id.get_num_chunks()
+        if have != needed:
+            return f"/{name} declares {rows:,} rows but stores {have} of their {needed} chunks; truncated or corrupt"
     return None
+
+
+def _values_problem(name: str, a: np.ndarray) -> str | None:
+    """The values a column may hold: labels and conditions 0..9, finite probabilities in [0, 1]."""
+    if name in ("labels", "condition"):
+        bad, what = (a < 0) | (a > 9), "outside 0..9"
+    elif name in ("confidence", "probs"):
+        bad, what = ~((a >= 0) & (a <= 1)), "not a probability (finite, in [0, 1])"  # NaN is bad too
+    else:
+        return None
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        return f"/{name} row {row} holds {a[row].tolist()}, {what}"
+    return None
+
+
+def _read(f: h5py.File, name: str, n: int) -> np.ndarray:
+    """The first n rows of a validated column, its values checked."""
+    a = f[name][:n]
+    problem = _values_problem(name, a)
+    if problem:
+        raise InputError(problem)
+    return a
+
+
+def _read_values(f: h5py.File, attrs: dict, rows: int, n: int) -> dict:
+    """The first n rows of every column whose values are constrained (labels, confidence, probs and, when
+    present, condition), checked; with all rows, the class_counts attribute is checked against the labels too."""
+    values = {name: _read(f, name, n) for name in ("labels", "confidence", "probs", "condition") if name in _columns(f)}
+    if n == rows:
+        found, claimed = np.bincount(values["labels"], minlength=10).tolist(), list(attrs["class_counts"].values())
+        if found != claimed:
+            raise InputError(f"attribute 'class_counts' says {claimed} but /labels holds {found}")
+    return values
 
 
 @dataclass(frozen=True)
@@ -170,56 +450,66 @@ CONFIDENCE_EDGES = (0, 0.5, 0.9, 0.99, 0.999, 1)  # the last bin, [0.999, 1], is
 
 
 def summary(path: str | Path) -> dict:
-    """What `info` prints: attributes (JSON decoded), row count, columns, and label and confidence
-    statistics computed from the data itself, not trusted from the attributes."""
-    with _open(Path(path)) as f:
-        labels = f["labels"][:]
-        confidence = f["confidence"][:]
+    """What `info` prints: the format's attributes (JSON decoded), row count, columns, and label and confidence
+    statistics computed from the data itself, not trusted from the attributes. Every value column is read
+    and validated (not the images, which it does not report: `load_synthetic` and `SyntheticDataset` read those)."""
+    with _opened(path) as (f, attrs, n):
+        values = _read_values(f, attrs, n, n)
+        labels, confidence = values["labels"], values["confidence"]
         return {
-            "attrs": {k: _decode(k, v) for k, v in f.attrs.items()},
-            "rows": len(labels),
-            "columns": {k: (str(f[k].dtype), f[k].shape) for k in f},
+            "attrs": attrs,
+            "rows": n,
+            "columns": {k: (str(f[k].dtype), f[k].shape) for k in _columns(f)},
             "class_counts": np.bincount(labels, minlength=10).tolist(),
-            "confidence_quantiles": np.quantile(confidence, [0, 0.5, 1]).tolist() if len(labels) else [],
+            "confidence_quantiles": np.quantile(confidence, [0, 0.5, 1]).tolist() if n else [],
             "confidence_counts": np.histogram(confidence, CONFIDENCE_EDGES)[0].tolist(),
         }
 
 
 def load_synthetic(path: str | Path, limit: int | None = None) -> Synthetic:
-    """The first `limit` rows (all if None) of a valid file, in memory."""
-    with _open(Path(path)) as f:
-        n = len(f["labels"]) if limit is None else min(limit, len(f["labels"]))
+    """The first `limit` rows (all if None) of a valid file, in memory; every value read is validated."""
+    if limit is not None and limit < 0:
+        raise InputError(f"{path}: cannot read {limit} rows")
+    with _opened(path) as (f, attrs, rows):
+        n = rows if limit is None else min(limit, rows)
+        values = _read_values(f, attrs, rows, n)
         return Synthetic(
             images=torch.from_numpy(f["images"][:n]),
-            labels=torch.from_numpy(f["labels"][:n].astype(np.int64)),
-            confidence=torch.from_numpy(f["confidence"][:n]),
-            probs=torch.from_numpy(f["probs"][:n].astype(np.float32)),
-            attrs={k: _decode(k, v) for k, v in f.attrs.items()},
+            labels=torch.from_numpy(values["labels"].astype(np.int64)),
+            confidence=torch.from_numpy(values["confidence"]),
+            probs=torch.from_numpy(values["probs"].astype(np.float32)),
+            attrs=attrs,
         )
 
 
-def _decode(key: str, value):
-    if key in ("config", "class_counts"):
-        return json.loads(value)
-    return value.item() if isinstance(value, np.generic) else value
+VERIFY_ROWS = 65536  # SyntheticDataset reads the images through once, this many rows at a time
 
 
 class SyntheticDataset(torch.utils.data.Dataset):
-    """(uint8 image, label) pairs read lazily; each DataLoader worker opens its own handle."""
+    """(uint8 image, label) pairs read lazily; each DataLoader worker opens its own handle. The whole file is
+    validated (and its images read through once) up front, so that no worker fails later."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        with _open(self.path) as f:
-            self.n = len(f["labels"])
+        with _opened(self.path) as (f, attrs, self.n):
+            _read_values(f, attrs, self.n, self.n)
+            for start in range(0, self.n, VERIFY_ROWS):
+                f["images"][start:start + VERIFY_ROWS]
         self.file = None
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int):
-        if self.file is None:
-            self.file = h5py.File(self.path, "r")
-        return torch.from_numpy(self.file["images"][i]), int(self.file["labels"][i])
+        try:
+            if self.file is None:
+                self.file = h5py.File(self.path, "r")
+            image, label = self.file["images"][i], int(self.file["labels"][i])
+        except Exception as e:  # only if the file changed since it was validated
+            raise InputError(f"{self.path}: unreadable now ({_say(e)})") from None
+        if not 0 <= label <= 9:
+            raise InputError(f"{self.path}: /labels row {i} holds {label}, outside 0..9")
+        return torch.from_numpy(image), label
 
     def __getstate__(self):
         return {**self.__dict__, "file": None}  # h5py handles must not cross process boundaries

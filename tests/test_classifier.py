@@ -102,6 +102,7 @@ def test_mixing_adds_synthetic_at_the_ratio(train, synthetic_file):
 
 @pytest.mark.parametrize("kwargs, expected", [
     ({"ratio": 1.0}, "--ratio needs --synthetic"),
+    ({"n_real": 60000}, "is every label, validation too"),
     ({"ratio": -1.0, "synthetic": "SYN"}, "ratio must be in 0..100"),
     ({"ratio": 30.0, "synthetic": "SYN"}, "only 2,000 images; ratio 30 x 100 real needs 3,000"),
 ])
@@ -109,4 +110,4 @@ def test_mixing_refuses_bad_requests(train, synthetic_file, kwargs, expected):
     if kwargs.get("synthetic") == "SYN":
         kwargs["synthetic"] = synthetic_file
     with pytest.raises(InputError, match=expected):
-        mixing.build(train, 100, seed=0, **kwargs)
+        mixing.build(train, **{"n_real": 100, **kwargs}, seed=0)

@@ -54,7 +54,7 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["train", "--batch-size", str(10**9)], "batch size must be in 2..60,000"),
     (["classify", "--lr", "inf"], "learning rate must be in (0, 1]"),
     (["classify", "--seed", "-1"], "seed must be in 0..2^63-1"),
-    (["generate", "--n", str(10**12)], "n must be in 1..10^8"),
+    (["generate", "--n", str(10**12)], "n must be in 1..2,000,000"),
     (["interpolate", "--seed", str(2**63)], "seed must be in 0..2^63-1"),
     (["benchmark", "--quick", "--seeds", "0"], "--quick fixes sizes"),
     (["benchmark", "--sizes", "57000"], "sizes must be in 1..55,000"),

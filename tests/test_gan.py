@@ -303,3 +303,45 @@ def test_metrics_rows_are_written_once_per_step_in_the_files_own_columns(tmp_pat
     run.measure()
     log = pd.read_csv(tmp_path / "metrics.csv")
     assert list(log.columns) == ["step", "epoch", "minutes", "fid", "floor"] and log["fid"].tolist() == [900.0, 100.0]
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_until_the_first_ends(tmp_path, digits):
+    first = trainer.start(tmp_path / "run", TINY, digits, resume=False)
+    with pytest.raises(InputError, match="in use by another process"):  # nothing written yet: it passed "not empty"
+        trainer.start(tmp_path / "run", TINY, digits, resume=False)
+    trainer.train(first, max_minutes=1e-9, progress=False)
+    again = trainer.start(tmp_path / "run", trainer.resumed_config(tmp_path / "run"), digits, resume=True)
+    assert again.step == 1
+
+
+def test_damaged_checkpoints_and_weights_are_refused(tmp_path, digits):
+    folder = tmp_path / "run"
+    trainer.train(trainer.start(folder, TINY, digits, False), max_minutes=1e-9, progress=False)
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
+    broken = {**state, "g": {**state["g"], next(iter(state["g"])): torch.full_like(next(iter(state["g"].values())), float("nan"))}}
+    torch.save(broken, folder / "checkpoint.pt")
+    with pytest.raises(InputError, match="NaN or inf"):
+        trainer.start(folder, trainer.resumed_config(folder), digits, resume=True)
+    torch.save({k: v for k, v in state.items() if k != "opt_d"}, folder / "checkpoint.pt")
+    with pytest.raises(InputError, match="damaged, it does not restore this run"):
+        trainer.start(folder, trainer.resumed_config(folder), digits, resume=True)
+    torch.save({k: v for k, v in state.items() if k != "config"}, folder / "checkpoint.pt")
+    with pytest.raises(InputError, match="no usable config"):
+        trainer.resumed_config(folder)
+    with open(folder / "generator.pt", "r+b") as f:  # one byte changed: the sha256 in generator.json no longer matches
+        f.seek(-10, 2)
+        byte = f.read(1)
+        f.seek(-10, 2)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(InputError, match="sha256 does not match"):
+        load_generator(folder / "generator.pt")
+
+
+def test_temporaries_of_killed_writers_are_cleaned_and_live_ones_kept(tmp_path):
+    from data.files import save_atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale, live = tmp_path / f".x.pt.{dead.stdout.strip()}.tmp", tmp_path / f".x.pt.{os.getppid()}.tmp"
+    stale.write_bytes(b"half"), live.write_bytes(b"busy")
+    save_atomic({"kind": "k"}, tmp_path / "x.pt")
+    assert not stale.exists() and live.exists() and (tmp_path / "x.pt").is_file()
