@@ -217,13 +217,11 @@ def evaluate(
 ):
     """FID, KID, precision/recall, label entropy and CAS of a generator or dataset, beside the real floor."""
     from augment import evaluate as run
+    from augment.quality import METRIC_ROWS
 
     r = run(source, n, labeller, cas, seed, out, overwrite, data_dir, device, log=typer.echo)
-    rows = [("FID", "fid", ".2f"), ("KID", "kid", ".3f"), ("precision", "precision", ".3f"),
-            ("recall", "recall", ".3f"), ("label entropy (bits)", "label_entropy_bits", ".3f"), ("CAS", "cas", ".4f"),
-            ("label noise (judge)", "label_noise", ".2%")]
     typer.echo(f"{'':22}{'samples':>10}{'real floor':>12}")
-    for name, key, fmt in rows:
+    for name, key, fmt in METRIC_ROWS:
         a, b = getattr(r.samples, key), getattr(r.floor, key)
         typer.echo(f"{name:22}{'-' if a is None else format(a, fmt):>10}{'-' if b is None else format(b, fmt):>12}")
     typer.echo("predicted labels: " + "  ".join(f"{c}: {s:.1%}" for c, s in enumerate(r.samples.label_shares)))

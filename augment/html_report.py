@@ -8,7 +8,6 @@ import io
 import itertools
 import json
 import math
-import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -20,16 +19,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from augment.quality import METRIC_ROWS  # noqa: E402
 from augment.trainer import fid_summary  # noqa: E402
 from data import synthetic  # noqa: E402
 from data.errors import InputError  # noqa: E402
+from data.files import write_atomic  # noqa: E402
 
 MIME = {".png": "image/png", ".gif": "image/gif"}
 EARLIER_GRIDS = 4  # small sample grids shown before the last, large one
-EVALUATE_ROWS = (("samples drawn", "n", ","), ("FID", "fid", ".2f"), ("KID", "kid", ".3f"),
-                 ("precision", "precision", ".3f"), ("recall", "recall", ".3f"),
-                 ("label entropy (bits)", "label_entropy_bits", ".3f"), ("CAS", "cas", ".4f"),
-                 ("label noise (judge)", "label_noise", ".2%"))
+EVALUATE_ROWS = (("samples drawn", "n", ","), *METRIC_ROWS)
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 1em auto; padding: 0 1em; color: #222; }
 section { border-top: 1px solid #ccc; margin-top: 1.5em; }
@@ -74,12 +72,7 @@ def write_report(folder: Path, out: Path | None = None, overwrite: bool = False)
             f"{html.escape(name)}</title><style>{STYLE}</style></head><body>\n"
             f"<h1>digitgen report: {html.escape(name)}</h1><p>{html.escape(str(folder.resolve()))}, written "
             f"{html.escape(written)}</p>\n" + "\n".join(sections) + "\n</body></html>\n")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out
 
 

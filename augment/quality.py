@@ -17,6 +17,12 @@ from data.files import device_of
 from data.mnist import Digits
 
 
+# How each figure is named and printed, wherever it is shown (evaluate, report).
+METRIC_ROWS = (("FID", "fid", ".2f"), ("KID", "kid", ".3f"), ("precision", "precision", ".3f"),
+               ("recall", "recall", ".3f"), ("label entropy (bits)", "label_entropy_bits", ".3f"), ("CAS", "cas", ".4f"),
+               ("label noise (judge)", "label_noise", ".2%"))
+
+
 @dataclass(frozen=True)
 class Quality:
     n: int

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -19,15 +20,21 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_atomic(payload: dict, path: Path) -> str:
-    """torch.save under a temporary name, then rename into place; returns the file's sha256."""
+def write_atomic(path: Path, write) -> None:
+    """write(temporary path) under a temporary name beside `path`, then rename into place: a crash never
+    leaves a half file under the final name."""
     remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(payload, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_atomic(payload: dict, path: Path) -> str:
+    """torch.save, atomically; returns the file's sha256."""
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
     return sha256_of(path)
 
 
@@ -59,6 +66,23 @@ def lock_folder(folder: Path) -> int:
         os.close(fd)
         raise InputError(f"{folder} is in use by another process: wait for it to end, or choose another folder") from None
     return fd
+
+
+def lock_output(path: Path) -> Callable[[], None]:
+    """Refuse a second process writing the same output file (a lock file beside it, held while it is written);
+    returns the release, which removes the lock file."""
+    lock = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InputError(f"{path} is being written by another process: wait for it to end, or choose another output") from None
+
+    def release() -> None:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+    return release
 
 
 def read_payload(path: str | Path, kind: str) -> dict:

@@ -24,6 +24,7 @@ import torch
 from h5py import h5a, h5d, h5l, h5o, h5z
 
 from data.errors import InputError, refuse_existing
+from data.files import lock_output, remove_stale_temporaries
 from data.mnist import DEFAULT_DIRS
 
 FORMAT, FORMAT_VERSION = "digitgen-synthetic", 1
@@ -60,8 +61,14 @@ class SyntheticWriter:
         if missing:
             raise ValueError(f"missing attributes: {missing}")
         check_writable(self.path, overwrite)
+        self.release = lock_output(self.path)
+        remove_stale_temporaries(self.path)
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self.file = h5py.File(self.tmp, "w")
+        try:
+            self.file = h5py.File(self.tmp, "w")
+        except OSError as e:
+            self.release()
+            raise InputError(f"{self.path}: cannot write here ({e})") from None
         self.counts = np.zeros(10, np.int64)
         self.n = 0
         columns = dict(COLUMNS)
@@ -103,11 +110,13 @@ class SyntheticWriter:
         self.file.attrs["class_counts"] = json.dumps({str(c): int(k) for c, k in enumerate(self.counts)})
         self.file.close()
         os.replace(self.tmp, self.path)
+        self.release()
         return self.path
 
     def discard(self) -> None:
         self.file.close()
         self.tmp.unlink(missing_ok=True)
+        self.release()
 
     def __enter__(self) -> "SyntheticWriter":
         return self

@@ -372,3 +372,17 @@ def test_fuzzed_files_load_or_raise_input_error_and_never_hang(tmp_path):
     tally = eval(done.stdout.strip().splitlines()[-1])
     print(tally)
     assert tally["ok"] + tally["InputError"] == 200 and tally["InputError"] >= 50, tally
+
+
+def test_a_second_writer_of_the_same_file_is_refused_and_the_lock_goes_with_the_first(tmp_path):
+    from conftest import synthetic_attrs
+
+    out = tmp_path / "s.h5"
+    first = SyntheticWriter(out, synthetic_attrs())
+    with pytest.raises(InputError, match="being written by another process"):
+        SyntheticWriter(out, synthetic_attrs())
+    first.append(np.zeros((2, 28, 28), np.uint8), np.array([1, 2]), np.ones(2, np.float32), np.full((2, 10), 0.1, np.float32))
+    first.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]  # no lock or temporary file left behind
+    SyntheticWriter(out, synthetic_attrs(), overwrite=True).discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
