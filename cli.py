@@ -1,5 +1,6 @@
 """digitgen command line: thin. Parses options, calls the packages, prints."""
 
+import errno
 import json
 import sys
 import time
@@ -12,6 +13,10 @@ from typer.core import TyperGroup
 from data.errors import InputError
 
 
+# Where an output cannot be written (read-only, a file in the way, a full disk): the user's to fix, not a bug.
+OUTPUT_ERRNOS = {errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST}
+
+
 class OneLineErrors(TyperGroup):
     """Bad input of any kind (a usage error or an InputError) becomes one line on stderr and exit code 2."""
 
@@ -21,6 +26,11 @@ class OneLineErrors(TyperGroup):
         except (typer.TyperException, InputError) as e:
             message = e.format_message() if isinstance(e, typer.TyperException) else str(e)
             typer.echo(f"error: {message}", err=True)
+            sys.exit(2)
+        except OSError as e:
+            if e.errno not in OUTPUT_ERRNOS:
+                raise
+            typer.echo(f"error: {e.filename or 'output'}: {e.strerror}; nothing already written was replaced", err=True)
             sys.exit(2)
         except typer.Abort:
             typer.echo("interrupted", err=True)

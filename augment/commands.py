@@ -17,7 +17,7 @@ from classifier import checkpoint as classifier_checkpoint
 from classifier import report
 from classifier.train import TrainConfig, evaluate as accuracy, predict_proba
 from data import mnist
-from data.errors import InputError, refuse_existing
+from data.errors import InputError, prepare_output
 from data.files import check_seed, resolve_device, use_all_cores
 from data.synthetic import load_synthetic
 
@@ -61,9 +61,8 @@ def generate(generator: str | Path | None = None, labeller: str | Path | None = 
                             batch_size=batch_size, save_latents=save_latents, digit=digit)
     config.check()
     out = Path(out)
-    refuse_existing(out, overwrite)
+    prepare_output(out, overwrite)
     use_all_cores()
-    out.parent.mkdir(parents=True, exist_ok=True)
     return run_pipeline(Path(generator or BUNDLED), Path(labeller or classifier_checkpoint.REFERENCE), out, config,
                         overwrite, progress, Path(agree) if agree else None, data_dir, device)
 
@@ -90,7 +89,7 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
         raise InputError(f"n must be in 10..10^6 (precision and recall need neighbours), got {n}")
     check_seed(seed)
     if out is not None:
-        refuse_existing(Path(out), overwrite)
+        prepare_output(Path(out), overwrite)
     dev = resolve_device(device)
     use_all_cores()
     reference = classifier_checkpoint.load_reference().to(dev)
@@ -115,7 +114,6 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
     floor = replace(floor, label_noise=1 - accuracy(judge, test))  # the judge's own error rate
     result = Evaluation(source, how, found, floor, seed)
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     return result
 
@@ -136,6 +134,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     """Sweep real sizes x augmentations x seeds, each classifier tested on real test; rows already in `out` are
     kept. Without a pool, one is drawn from the bundled generator into `out`/pool.h5 (and reused)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file: --out names the benchmark's folder")
     given = {"sizes": sizes, "ratios": ratios, "seeds": None if seeds is None else tuple(range(seeds)),
              "min_steps": min_steps}
     if quick and any(v is not None for v in given.values()):

@@ -7,7 +7,7 @@ import torch
 from augment.checkpoint import BUNDLED, load_generator
 from augment.images import grid_image, save_gif, save_grid
 from augment.models import Generator
-from data.errors import InputError, refuse_existing
+from data.errors import InputError, prepare_output
 from data.files import check_seed, derived_seed
 from data.pixels import to_uint8
 
@@ -50,7 +50,7 @@ def interpolate(generator: str | Path | None = None, out: str | Path = "runs/int
     out = Path(out)
     if out.suffix not in (".png", ".gif"):
         raise InputError(f"{out}: choose a .png or .gif output")
-    refuse_existing(out, overwrite)
+    prepare_output(out, overwrite)
     if not 1 <= rows <= 100 or not 2 <= steps <= 100:
         raise InputError("need --rows in 1..100 and --steps in 2..100")
     if digit is not None and not 0 <= digit <= 9:
@@ -64,7 +64,6 @@ def interpolate(generator: str | Path | None = None, out: str | Path = "runs/int
     if (digit_grid or digit is not None) and not g.spec.conditional:
         raise InputError("--digit and --digit-grid need a conditional generator (train --conditional)")
     z = latents(g.spec.nz, visit)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if digit_grid:
         save_grid(digit_by_style(g, z[:rows]), out.with_suffix(".png"))
         return f"{min(rows, len(z))} styles x digits 0-9"

@@ -6,7 +6,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
-from data.errors import InputError, refuse_existing
+from data.errors import InputError, prepare_output
 from data.pixels import to_model
 from data.synthetic import load_synthetic
 
@@ -50,7 +50,7 @@ def show(file: str | Path, out: str | Path | None = None, per_class: int = 16, o
     out = Path(out) if out else file.with_suffix(".png")
     if out.suffix.lower() != ".png":
         raise InputError(f"{out}: choose a .png output")
-    refuse_existing(out, overwrite)
+    prepare_output(out, overwrite)
     if not 1 <= per_class <= 200:
         raise InputError(f"per-class must be in 1..200, got {per_class}")
     data = load_synthetic(file)

@@ -186,9 +186,16 @@ class GanRun:
         torch.set_rng_state(state["torch_rng"])
 
     def checkpoint(self) -> None:
-        save_training(self.folder / "checkpoint.pt", self.state())
-        save_generator(self.folder / "generator.pt", self.config.spec, self.sampler().state_dict(),
-                       {"run": self.config.as_dict(), "step": self.step, "epoch": self.epoch})
+        """Save both files with Ctrl-C and SIGTERM held back until they are written: a second interrupt
+        during a save would otherwise leave the run without its newest checkpoint."""
+        held = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            save_training(self.folder / "checkpoint.pt", self.state())
+            save_generator(self.folder / "generator.pt", self.config.spec, self.sampler().state_dict(),
+                           {"run": self.config.as_dict(), "step": self.step, "epoch": self.epoch})
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def sample_grid(self) -> None:
         g = self.sampler()
@@ -348,6 +355,8 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
     data = training_set(train_set, config)
     if len(data) < config.batch_size:
         raise InputError(f"batch size {config.batch_size} is larger than the {len(data)} training images")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file: --out names the run's folder")
     if not resume and folder.exists() and any(folder.iterdir()):
         raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
     folder.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from data.files import sha256_of
+from data.files import sha256_of, write_atomic
 from classifier.model import DigitCNN
 from classifier.mixing import mix
 from classifier.train import TrainConfig, evaluate, fit
@@ -69,13 +69,37 @@ def read_rows(folder: Path, identity: dict) -> pd.DataFrame:
     """Rows already done in folder, after checking they belong to this very sweep."""
     saved = folder / "sweep.json"
     if saved.is_file():
-        if json.loads(saved.read_text()) != json.loads(json.dumps(identity)):  # tuples come back as lists
+        try:
+            same = json.loads(saved.read_text()) == json.loads(json.dumps(identity))  # tuples come back as lists
+        except ValueError:
+            same = False
+        if not same:
             raise InputError(f"{folder} holds another sweep (see its sweep.json): choose another --out or pass --overwrite")
     else:
         folder.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(identity, indent=2) + "\n")
-    rows = folder / "rows.csv"
-    return pd.read_csv(rows) if rows.is_file() else pd.DataFrame(columns=COLUMNS)
+        write_atomic(saved, lambda tmp: tmp.write_text(json.dumps(identity, indent=2) + "\n"))
+    return _good_rows(folder / "rows.csv")
+
+
+def _good_rows(csv: Path) -> pd.DataFrame:
+    """rows.csv without a line cut short by a kill, or damaged: such rows are dropped (and so trained again), and
+    the file rewritten whole, so that the next row is appended on a line of its own."""
+    if not csv.is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    try:
+        rows = pd.read_csv(csv, on_bad_lines="skip", dtype=str)
+    except (ValueError, pd.errors.ParserError):
+        rows = pd.DataFrame(columns=COLUMNS)
+    if list(rows.columns) != COLUMNS:
+        raise InputError(f"{csv}: not a rows file of this tool (columns {list(rows.columns)}): choose another --out "
+                         f"or pass --overwrite")
+    numbers = rows.drop(columns="variant").apply(pd.to_numeric, errors="coerce")
+    good = numbers.notna().all(axis=1) & rows.variant.isin(VARIANTS)
+    rows = pd.concat([rows[["variant"]], numbers], axis=1)[COLUMNS][good]
+    rows = rows.astype({c: int for c in ("size", "seed", "errors", "n_real", "n_extra", "steps")})
+    if not good.all() or not csv.read_bytes().endswith(b"\n"):
+        write_atomic(csv, lambda tmp: rows.to_csv(tmp, index=False))
+    return pd.read_csv(csv)
 
 
 def identity(sweep: Sweep, pool: Path, dataset: str) -> dict:

@@ -9,7 +9,7 @@ from sklearn.metrics import confusion_matrix
 from classifier import checkpoint, mixing
 from classifier.train import TrainConfig, fit, predict_proba
 from data import mnist
-from data.errors import refuse_existing
+from data.errors import prepare_output
 from data.files import use_all_cores
 
 
@@ -41,7 +41,7 @@ def classify(n_real: int | None = None, synthetic: str | Path | None = None, rat
     out = Path(out)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps, augment=augment, seed=seed)
     config.check()
-    refuse_existing(out, overwrite)
+    prepare_output(out, overwrite)
     threads = use_all_cores()
     mix = mixing.build(mnist.load("train", dataset, data_dir), n_real, seed, synthetic, ratio, val_size)
     test = mnist.load("test", dataset, data_dir)
@@ -51,7 +51,6 @@ def classify(n_real: int | None = None, synthetic: str | Path | None = None, rat
     predicted = predict_proba(model, test.images).argmax(1)
     confusion = confusion_matrix(test.labels.numpy(), predicted.numpy(), labels=range(10))
     accuracy = float(confusion.trace() / len(test))
-    out.parent.mkdir(parents=True, exist_ok=True)
     run_config = {**asdict(config), "dataset": dataset, "n_real": mix.n_real, "n_synthetic": mix.n_synthetic,
                   "synthetic": str(synthetic) if synthetic else None, "ratio": mix.ratio, "val_size": val_size}
     digest = checkpoint.save(out, model, run_config, {"test_accuracy": accuracy, "history": history,

@@ -93,3 +93,17 @@ def test_benchmark_cli_reports_table_and_plot(tmp_path, train, test_digits):
         assert (tmp_path / "bench" / name).is_file()
     bad = runner.invoke(app, [str(a) for a in args[:3]] + ["--quick", "--sizes", "10"])
     assert bad.exit_code == 2 and "--quick fixes" in bad.output
+
+
+def test_a_row_cut_short_by_a_kill_is_dropped_and_trained_again(tmp_path, small):
+    train, test, pool_digits = small
+    pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
+    one = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.0, epochs=1, min_steps=5, val_size=100)
+    full = benchmark.run(one, pool, train, test, tmp_path / "bench", "mnist")
+    csv = tmp_path / "bench" / "rows.csv"
+    text = csv.read_text()
+    csv.write_text(text[:-20])  # the last row, half written, no newline
+    redone = []
+    again = benchmark.run(one, pool, train, test, tmp_path / "bench", "mnist", on_row=redone.append)
+    assert len(redone) == 1 and len(again) == len(full) and csv.read_text().count("\n") == text.count("\n")
+    assert again.drop(columns="seconds").equals(full.drop(columns="seconds"))  # the same seed trains the same row

@@ -62,9 +62,16 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["interpolate", "--digit", "11"], "digit must be in 0..9"),
     (["show", "absent.h5", "--out", "x.txt"], "x.txt: choose a .png output"),
     (["report", "nowhere"], "nowhere"),
+    (["classify", "--out", "afile/c.pt"], "afile is a file, so afile/c.pt cannot be written"),
+    (["classify", "--out", ".", "--overwrite"], ". is a folder: name a file"),
+    (["train", "--out", "afile"], "afile is a file: --out names the run's folder"),
+    (["benchmark", "--out", "afile"], "afile is a file: --out names the benchmark's folder"),
+    (["generate", "--out", "afile/s.h5"], "afile is a file"),
+    (["evaluate", "--out", "afile/e.json"], "afile is a file"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, args, expected):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("in the way")
     monkeypatch.setattr("torchvision.datasets.utils.download_url", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     result = run(*args)
     assert result.exit_code == 2
