@@ -80,6 +80,9 @@ def _find_or_download(folder: Path, name: str, dataset: str) -> Path:
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
             return candidate
+    if not folder.is_dir() and folder != DEFAULT_DIRS[dataset].resolve():  # a misspelt --data-dir is not created
+        raise InputError(f"{folder}: no such folder; point --data-dir (or DIGITGEN_DATA_DIR) at the one holding the "
+                         f"{dataset} IDX files")
     _download(folder, dataset)
     return folder / f"{name}.gz"
 

@@ -76,6 +76,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, args, expe
     result = run(*args)
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and result.output.count("\n") == 1 and expected in result.output
+    assert not (tmp_path / "nowhere").exists()  # a misspelt --data-dir is not created
 
 
 def test_info_prints_attributes_and_histogram(synthetic_file, test_digits):

@@ -75,6 +75,10 @@ def test_missing_files_try_download_then_say_what_to_place_where(tmp_path, monke
         raise URLError("no network")
 
     monkeypatch.setattr(tv_utils, "download_url", offline)
+    with pytest.raises(InputError, match="no such folder"):  # a misspelt folder: nothing downloaded, nothing made
+        mnist.load("train", folder=tmp_path / "absent")
+    assert not tried and not (tmp_path / "absent").exists()
+    (tmp_path / "empty").mkdir()
     with pytest.raises(InputError) as e:
         mnist.load("train", folder=tmp_path / "empty")
     message = str(e.value)
