@@ -26,8 +26,14 @@ VARIANTS = {
     "classical": "real + classical affine augmentation (this classifier is the labeller)",
     "synthetic": "real + GAN samples labelled by the labeller",
     "synthetic+classical": "the same, with classical augmentation",
+    "conditional": "real + a conditional GAN's class-balanced samples (trained on the labelled subset and the "
+                   "labeller's confident labels of the rest), kept where the labeller agrees with the class asked for",
+    "conditional+classical": "the same, with classical augmentation",
+    "filtered": "real + the GAN samples on the real manifold (realism score), labelled by the labeller",
+    "filtered+classical": "the same, with classical augmentation",
     "pseudo-real": "real + the other real train images, without their labels, labelled by the labeller",
-    "self-training": "synthetic+classical after K rounds of relabelling with the last classifier",
+    "self-training": "real + the other real train images with classical augmentation, relabelled by the last "
+                     "classifier and retrained, K rounds in all (the standard semi-supervised baseline)",
 }
 COLUMNS = ["size", "variant", "ratio", "seed", "accuracy", "errors", "n_real", "n_extra", "steps", "seconds"]
 
@@ -140,40 +146,53 @@ class _Cell:
                          "seconds": round(time.perf_counter() - start, 1)})
         return model
 
-    def mixed(self, images: torch.Tensor, labeller: DigitCNN, ratio: float, source: str) -> Digits:
-        return mix(self.real, images, ratio, self.seed, labeller=labeller, min_confidence=self.sweep.min_confidence,
+    def mixed(self, images: torch.Tensor, labeller: DigitCNN, ratio: float, source: str,
+              labels: torch.Tensor | None = None) -> Digits:
+        """The labelled subset plus ratio x its size of `images`: labelled by the labeller, or, with labels (the
+        classes a conditional GAN was asked for), kept where the labeller agrees with them."""
+        return mix(self.real, images, ratio, self.seed, labels=labels, labeller=labeller,
+                   min_confidence=self.sweep.min_confidence,
                    source=f"{source} (labeller of {self.size:,} real images, seed {self.seed})")
 
-    def run(self) -> None:
+    def run(self, sources: dict) -> None:
+        """real; classical, whose classifier labels everything mixed in; then, per source of extra images and
+        ratio, the mix with and without classical augmentation; pseudo-real; self-training."""
         sweep, ratios = self.sweep, self.sweep.ratios
         has_pseudo = len(self.unlabelled) > 0
-        later = [self.key(v, r) for r in ratios for v in ("synthetic", "synthetic+classical")]
+        later = [self.key(v, r) for r in ratios for name in sources for v in (name, f"{name}+classical")]
         later += [self.key("pseudo-real", r) for r in ratios if has_pseudo]
-        later += [self.key("self-training", r) for r in ratios if sweep.relabel_rounds]
+        later += [self.key("self-training", r) for r in ratios if sweep.relabel_rounds and has_pseudo]
         self.row("real", 0, self.real, "none")
         labeller = self.row("classical", 0, self.real, "classical", needed=any(k not in self.done for k in later))
         if labeller is None:
             return
+        for name, source in sources.items():
+            if all(self.key(v, r) in self.done for r in ratios for v in (name, f"{name}+classical")):
+                continue  # a GAN source may cost minutes of training: only when a row needs it
+            images, labels = source(self.size, self.seed, labeller)
+            for ratio in ratios:
+                data = self.mixed(images, labeller, ratio, name, labels)
+                self.row(name, ratio, data, "none")
+                self.row(f"{name}+classical", ratio, data, "classical")
+        if not has_pseudo:
+            return
         for ratio in ratios:
-            mix = self.mixed(self.pool, labeller, ratio, "synthetic")
-            self.row("synthetic", ratio, mix, "none")
-            self_training = sweep.relabel_rounds and self.key("self-training", ratio) not in self.done
-            model = self.row("synthetic+classical", ratio, mix, "classical", needed=self_training)
-            if has_pseudo:
-                self.row("pseudo-real", ratio, self.mixed(self.unlabelled, labeller, ratio, "unlabelled real"), "none")
-            if self_training:  # relabel with the last classifier, retrain; K times
+            self.row("pseudo-real", ratio, self.mixed(self.unlabelled, labeller, ratio, "unlabelled real"), "none")
+            if sweep.relabel_rounds and self.key("self-training", ratio) not in self.done:
+                model = labeller  # each round: the last classifier labels the unlabelled real images, a new one learns
                 for _ in range(sweep.relabel_rounds - 1):
-                    relabelled = self.mixed(self.pool, model, ratio, "synthetic")
-                    model, _ = fit(relabelled, sweep.config(self.size, "classical", self.seed), device=self.device,
-                                   progress=False)
-                relabelled = self.mixed(self.pool, model, ratio, "synthetic")
-                self.row("self-training", ratio, relabelled, "classical")
+                    model, _ = fit(self.mixed(self.unlabelled, model, ratio, "unlabelled real"),
+                                   sweep.config(self.size, "classical", self.seed), device=self.device, progress=False)
+                self.row("self-training", ratio, self.mixed(self.unlabelled, model, ratio, "unlabelled real"),
+                         "classical")
 
 
 def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path, dataset: str,
-        on_row=lambda row: None, overwrite: bool = False, device: str = "cpu") -> pd.DataFrame:
+        on_row=lambda row: None, overwrite: bool = False, device: str = "cpu", sources: dict | None = None,
+        settings: dict | None = None) -> pd.DataFrame:
     """Run every row of the sweep not yet in folder/rows.csv (overwrite: discard them first, once every
-    input has been checked); returns all rows."""
+    input has been checked); returns all rows. sources: more extra images than the pool's, by name: each
+    (size, seed, labeller) -> (images, the classes asked for or None); settings: what they depend on."""
     sweep.check(len(train))
     pool = load_synthetic(pool_path).images
     need = round(max(sweep.ratios) * max(sweep.sizes))
@@ -183,7 +202,7 @@ def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path
     if overwrite:
         for name in ("rows.csv", "sweep.json"):
             (folder / name).unlink(missing_ok=True)
-    rows = read_rows(folder, identity(sweep, pool_path, dataset))
+    rows = read_rows(folder, {**identity(sweep, pool_path, dataset), **({"sources": settings} if settings else {})})
     done = {(r.size, r.variant, float(r.ratio), r.seed) for r in rows.itertuples()}
     csv = folder / "rows.csv"
 
@@ -194,5 +213,6 @@ def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path
 
     for size in sweep.sizes:
         for seed in sweep.seeds:
-            _Cell(sweep, size, seed, train, test, pool, done, record, device).run()
+            _Cell(sweep, size, seed, train, test, pool, done, record, device).run(
+                {"synthetic": lambda *_: (pool, None), **(sources or {})})
     return pd.read_csv(csv)

@@ -19,8 +19,9 @@ CHUNK = 4096  # extras are labelled a chunk at a time, only as far as needed: po
 
 def mix(real: Digits, images: torch.Tensor, ratio: float, seed: int, labels: torch.Tensor | None = None,
         labeller: DigitCNN | None = None, min_confidence: float = 0.0, source: str = "synthetic") -> Digits:
-    """real plus round(ratio * len(real)) of `images`, in seeded random order, with their own `labels`
-    or, given a labeller, its labels where it is at least min_confidence sure (the others are skipped)."""
+    """real plus round(ratio * len(real)) of `images`, in seeded random order, with their own `labels`; or, given a
+    labeller, its labels where it is at least min_confidence sure; or, given both, their labels where the labeller
+    agrees with them that sure. The others are skipped."""
     want = round(ratio * len(real))
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     picks, picked_labels, found = [], [], 0
@@ -33,11 +34,14 @@ def mix(real: Digits, images: torch.Tensor, ratio: float, seed: int, labels: tor
         else:
             probs, keep = pseudo_label(labeller, images[idx], min_confidence)
             label = probs.argmax(1)
+            if labels is not None:
+                keep &= label == labels[idx]
         picks.append(idx[keep])
         picked_labels.append(label[keep])
         found += int(keep.sum())
     if found < want:
-        sure = f" reach confidence {min_confidence} under the labeller" if labeller is not None else ""
+        sure = ("" if labeller is None else f" reach confidence {min_confidence} under the labeller"
+                + (" and agree with their class" if labels is not None else ""))
         raise InputError(f"{source}: only {found:,} images{sure}; ratio {ratio:g} x {len(real):,} real needs {want:,}: "
                          f"use a larger pool" + (" or a lower --min-confidence" if labeller is not None else ""))
     if not want:

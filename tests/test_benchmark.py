@@ -9,6 +9,7 @@ from classifier import benchmark, report
 from cli import app
 from conftest import write_synthetic
 from data.errors import InputError
+from data.pixels import to_model
 
 runner = CliRunner()
 TINY = benchmark.Sweep(sizes=(30,), ratios=(1.0, 2.0), seeds=(0, 1), relabel_rounds=1, min_confidence=0.15, epochs=2, min_steps=10, val_size=100)
@@ -26,7 +27,8 @@ def test_sweep_writes_every_row_and_resumes_only_what_is_missing(tmp_path, small
     folder = tmp_path / "bench"
     rows = benchmark.run(TINY, pool, train, test, folder, "mnist")
     per_cell = 2 + 4 * len(TINY.ratios)  # real, classical; synthetic, +classical, pseudo-real, self-training per ratio
-    assert len(rows) == per_cell * len(TINY.seeds) and set(rows.variant) == set(benchmark.VARIANTS)
+    gan_sources = {"conditional", "conditional+classical", "filtered", "filtered+classical"}  # need the augment side
+    assert len(rows) == per_cell * len(TINY.seeds) and set(rows.variant) == set(benchmark.VARIANTS) - gan_sources
     assert (rows.steps == TINY.config(30, "none", 0).steps).all()  # one budget for the whole size
     assert (rows[rows.variant == "synthetic"].n_extra == 30 * rows[rows.variant == "synthetic"].ratio).all()
     real = rows[rows.variant.isin(["real", "classical"])]
@@ -72,14 +74,18 @@ def test_a_pool_too_small_for_the_ratio_says_so(tmp_path, small):
 
 
 def test_gain_is_paired_by_seed_with_a_t_interval():
-    rows = pd.DataFrame({"size": 100, "variant": ["real"] * 3 + ["synthetic"] * 3, "ratio": [0.0] * 3 + [1.0] * 3,
-                         "seed": [0, 1, 2] * 2, "accuracy": [0.80, 0.90, 0.85, 0.82, 0.93, 0.86]})
+    rows = pd.DataFrame({"size": 100, "variant": ["real"] * 3 + ["classical"] * 3 + ["synthetic"] * 3,
+                         "ratio": [0.0] * 6 + [1.0] * 3, "seed": [0, 1, 2] * 3,
+                         "accuracy": [0.80, 0.90, 0.85, 0.83, 0.91, 0.87, 0.82, 0.93, 0.86]})
     table = report.summarise(rows)
     synthetic = table[table.variant == "synthetic"].iloc[0]
-    # gains 0.02, 0.03, 0.01: mean 0.02, sd 0.01, t(0.975, 2) = 4.303
+    # gains over real 0.02, 0.03, 0.01: mean 0.02, sd 0.01, t(0.975, 2) = 4.303
     assert synthetic.gain_mean == pytest.approx(0.02) and synthetic.gain_ci95 == pytest.approx(4.303 * 0.01 / 3 ** 0.5, rel=1e-3)
+    # over classical -0.01, 0.02, -0.01: mean 0, sd 0.01732
+    assert synthetic.over_classical_mean == pytest.approx(0.0, abs=1e-12)
+    assert synthetic.over_classical_ci95 == pytest.approx(4.303 * 0.017320508 / 3 ** 0.5, rel=1e-3)
     assert synthetic.accuracy_mean == pytest.approx(0.87) and synthetic.seeds == 3
-    assert "+2.00 +- 2.48" in report.markdown(table, "# t")
+    assert "| +2.00 +- 2.48 | +0.00 +- 4.30 |" in report.markdown(table, "# t")
 
 
 def test_benchmark_cli_reports_table_and_plot(tmp_path, train, test_digits):
@@ -107,3 +113,37 @@ def test_a_row_cut_short_by_a_kill_is_dropped_and_trained_again(tmp_path, small)
     again = benchmark.run(one, pool, train, test, tmp_path / "bench", "mnist", on_row=redone.append)
     assert len(redone) == 1 and len(again) == len(full) and csv.read_text().count("\n") == text.count("\n")
     assert again.drop(columns="seconds").equals(full.drop(columns="seconds"))  # the same seed trains the same row
+
+
+def test_a_source_with_asked_classes_keeps_what_the_labeller_agrees_with(tmp_path, small):
+    train, test, pool_digits = small
+    pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
+    one = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.0, epochs=1, min_steps=5, val_size=100)
+    asked = []
+
+    def conditional(size, seed, labeller):  # real digits "asked for" as their true class: the labeller must agree
+        asked.append((size, seed))
+        return pool_digits.images, pool_digits.labels
+
+    rows = benchmark.run(one, pool, train, test, tmp_path / "bench", "mnist", sources={"conditional": conditional},
+                         settings={"conditional": {"gan_minutes": 1}})
+    extra = rows[rows.variant.str.startswith("conditional")]
+    assert asked == [(20, 0)] and list(extra.variant) == ["conditional", "conditional+classical"]
+    assert (extra.n_extra == 20).all()
+    with pytest.raises(InputError, match="holds another sweep"):  # the sources' settings are part of its identity
+        benchmark.run(one, pool, train, test, tmp_path / "bench", "mnist", sources={"conditional": conditional},
+                      settings={"conditional": {"gan_minutes": 2}})
+
+
+def test_mix_with_labels_and_a_labeller_keeps_only_agreement(small):
+    from classifier.mixing import mix
+    from classifier.train import TrainConfig, fit
+
+    train, _, pool_digits = small
+    labeller, _ = fit(train, TrainConfig(epochs=1, min_steps=40), progress=False)
+    wrong = (pool_digits.labels + 1) % 10  # every asked class wrong: nothing may be kept
+    with pytest.raises(InputError, match=r"only \d images reach confidence 0.0 under the labeller and agree"):
+        mix(train.subset(torch.arange(10)), pool_digits.images, 1.0, 0, labels=wrong, labeller=labeller)
+    kept = mix(train.subset(torch.arange(10)), pool_digits.images, 5.0, 0, labels=pool_digits.labels, labeller=labeller)
+    predicted = labeller(to_model(kept.images[10:])).argmax(1)
+    assert len(kept) == 60 and torch.equal(predicted, kept.labels[10:])
