@@ -256,11 +256,17 @@ def benchmark(
     sizes: Optional[str] = typer.Option(None, help="Real labelled sizes.", show_default="100,1000,10000,60000"),
     ratios: Optional[str] = typer.Option(None, help="Synthetic:real ratios.", show_default="0.5,1,2,4"),
     seeds: Optional[int] = typer.Option(None, help="Seeds per row (0, 1, ...).", show_default="3"),
-    relabel_rounds: int = typer.Option(0, help="Also a self-training row: relabel with the last classifier and retrain, K times."),
+    relabel_rounds: int = typer.Option(0, help="Also the self-training row: the real unlabelled images with classical "
+                                       "augmentation, relabelled by the last classifier and retrained, K rounds in all."),
     min_confidence: float = typer.Option(0.9, help="Mix in only images the labeller is at least this sure of."),
     min_steps: Optional[int] = typer.Option(None, help="Fewest optimiser steps per classifier (the budget is 12 epochs of the "
                                             "real subset, at least this).", show_default="600"),
     quick: bool = typer.Option(False, help="A reduced sweep: sizes 100 and 1,000, ratio 1, 2 seeds, 300-step budget."),
+    gan_minutes: float = typer.Option(0.0, help="Add the conditional variant: per size and seed, a conditional GAN "
+                                      "trained this many minutes on the labelled subset and the labeller's labels "
+                                      "(cached in OUT/gans); 0 leaves it out."),
+    min_realism: float = typer.Option(0.0, help="Add the filtered variant: the pool's samples with at least this "
+                                      "realism score in the labeller's features; 0 leaves it out."),
     out: Path = typer.Option(Path("runs/benchmark"), help="Folder for rows.csv, summary.csv, report.md, accuracy.png."),
     overwrite: bool = typer.Option(False, help="Start afresh, discarding the rows already in --out."),
     data_dir: Optional[Path] = DataDir,
@@ -275,7 +281,8 @@ def benchmark(
 
     start = time.perf_counter()
     r = run(synthetic, out, sizes and _numbers(sizes, int, "sizes"), ratios and _numbers(ratios, float, "ratios"), seeds,
-            relabel_rounds, min_confidence, min_steps, quick, overwrite, data_dir, device, on_row=show_row, log=typer.echo)
+            relabel_rounds, min_confidence, min_steps, quick, gan_minutes, min_realism, overwrite, data_dir, device,
+            on_row=show_row, log=typer.echo)
     typer.echo(r.markdown)
     typer.echo(f"{len(r.rows)} rows, {time.perf_counter() - start:.0f} s this run; wrote {out}/rows.csv, summary.csv, "
                f"report.md, accuracy.png")

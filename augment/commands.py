@@ -12,6 +12,7 @@ from augment.checkpoint import BUNDLED, load_generator
 from augment.pipeline import GenerateConfig, Report, draw
 from augment.pipeline import generate as run_pipeline
 from augment.quality import Quality, measure
+from augment.variants import Conditional, Filtered
 from classifier import benchmark as sweeps
 from classifier import checkpoint as classifier_checkpoint
 from classifier import report
@@ -128,11 +129,13 @@ class Benchmark:
 
 def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/benchmark", sizes=None, ratios=None,
               seeds: int | None = None, relabel_rounds: int = 0, min_confidence: float = 0.9,
-              min_steps: int | None = None, quick: bool = False, overwrite: bool = False,
-              data_dir: str | Path | None = None, device: str = "auto", on_row=lambda row: None,
-              log=print) -> Benchmark:
+              min_steps: int | None = None, quick: bool = False, gan_minutes: float = 0.0, min_realism: float = 0.0,
+              overwrite: bool = False, data_dir: str | Path | None = None, device: str = "auto",
+              on_row=lambda row: None, log=print) -> Benchmark:
     """Sweep real sizes x augmentations x seeds, each classifier tested on real test; rows already in `out` are
-    kept. Without a pool, one is drawn from the bundled generator into `out`/pool.h5 (and reused)."""
+    kept. Without a pool, one is drawn from the bundled generator into `out`/pool.h5 (and reused).
+    gan_minutes > 0 adds the `conditional` variant (a semi-supervised conditional GAN per size and seed, trained
+    that long); min_realism > 0 the `filtered` one (the pool's samples on the real manifold)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file: --out names the benchmark's folder")
@@ -146,6 +149,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     dataset = "mnist" if synthetic is None else load_synthetic(synthetic, limit=1).attrs["dataset"]
     train_set, test = mnist.load("train", dataset, data_dir), mnist.load("test", dataset, data_dir)
     sweep.check(len(train_set))
+    if not 0 <= gan_minutes <= 10_000 or not 0 <= min_realism <= 100:
+        raise InputError("gan-minutes must be in 0..10,000 and min-realism in 0..100 (0 leaves the variant out)")
     resolve_device(device)
     if synthetic is None:
         synthetic = out / "pool.h5"
@@ -158,9 +163,15 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     threads = use_all_cores()
     log(f"benchmark -> {out} ({threads} threads): sizes {list(sweep.sizes)}, ratios {list(sweep.ratios)}, "
         f"seeds {list(sweep.seeds)}" + ("" if overwrite else f"; rows already in {out / 'rows.csv'} are kept"))
-    rows = sweeps.run(sweep, Path(synthetic), train_set, test, out, dataset, on_row, overwrite, device)
+    sources = {}
+    if gan_minutes:
+        sources["conditional"] = Conditional(out, train_set, dataset, gan_minutes, max(sweep.ratios), device, log)
+    if min_realism:
+        sources["filtered"] = Filtered(load_synthetic(synthetic).images, train_set, min_realism)
+    settings = {name: source.settings() for name, source in sources.items()}
+    rows = sweeps.run(sweep, Path(synthetic), train_set, test, out, dataset, on_row, overwrite, device, sources, settings)
     table = report.summarise(rows)
-    text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test)))
+    text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test), settings))
     table.to_csv(out / "summary.csv", index=False)
     (out / "report.md").write_text(text)
     report.plot(table, out / "accuracy.png")

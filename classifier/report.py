@@ -34,7 +34,7 @@ def describe_gan(attrs: dict) -> str:
         return f"{head} (no {sidecar} of that generator here: how it was trained is not known)"
 
 
-def header(sweep: Sweep, pool: Path, attrs: dict, dataset: str, test_size: int) -> str:
+def header(sweep: Sweep, pool: Path, attrs: dict, dataset: str, test_size: int, sources: dict | None = None) -> str:
     """What a reader must know to trust the table: the pool and its generator, the labeller, the budget."""
     selected = ("Generated with --min-confidence 0: no other labeller selected it." if not attrs["min_confidence"] else
                 f"Caution: generated with --min-confidence {attrs['min_confidence']}, so labeller sha256 "
@@ -49,7 +49,20 @@ def header(sweep: Sweep, pool: Path, attrs: dict, dataset: str, test_size: int) 
         f"the real subset, at least {sweep.min_steps}, whatever is mixed in. Tested on the {test_size:,} real test images.",
         "- Gain: paired by seed (a seed draws the same labelled subset in every row), t interval over the seeds of the "
         "last column.",
-    ])
+    ] + _sources(sources or {}))
+
+
+def _sources(settings: dict) -> list[str]:
+    lines = []
+    if "conditional" in settings:
+        c = settings["conditional"]
+        lines.append(f"- Conditional GAN: per size and seed, a {c['gan']['spec']['arch']} conditional GAN trained for "
+                     f"{c['gan_minutes']:g} minutes of training time on the labelled subset plus the labeller's labels "
+                     f"(at confidence >= {c['gan']['min_confidence']}) of the rest of the training pool; kept in gans/.")
+    if "filtered" in settings:
+        lines.append(f"- Filtered: the pool's samples with realism >= {settings['filtered']['min_realism']:g} in the "
+                     f"labeller's features, against {settings['filtered']['real_images']:,} unlabelled train images.")
+    return lines
 
 
 def _paired(group: pd.DataFrame, base: pd.Series) -> tuple[float, float]:

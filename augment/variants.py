@@ -1,0 +1,75 @@
+"""The benchmark's GAN variants, which need the generator side. Each is a source of extra images for one
+(size, seed) of the sweep, given that cell's labeller (its `classical` classifier, trained on the labelled
+subset alone). No label outside the subset reaches them: the conditional GAN learns from the subset and
+the labeller's labels, and the realism filter works in the labeller's own features, not the reference's."""
+
+from pathlib import Path
+
+import torch
+
+from augment import trainer
+from augment.checkpoint import load_generator
+from augment.pipeline import draw
+from augment.quality import embed, real_manifold, realism
+from classifier import checkpoint as classifier_checkpoint
+from classifier.model import DigitCNN
+from data import mnist
+from data.mnist import Digits
+
+REAL_IMAGES = 10_000  # unlabelled train images whose features span the real manifold
+MIN_DRAWN = 1_000
+
+
+class Conditional:
+    """Per (size, seed): a conditional GAN trained for `minutes` of training time on the labelled subset plus the
+    labeller's confident labels of the rest of the pool (all labels at every-label size), cached in
+    folder/gans/ so that a resumed or extended sweep reuses it; it then draws class-balanced samples, twice
+    as many as the largest ratio needs, for the benchmark to keep where the labeller agrees with the class."""
+
+    def __init__(self, folder: Path, train: Digits, dataset: str, minutes: float, most: int, device: str, log):
+        self.folder, self.train, self.dataset, self.minutes, self.most = folder / "gans", train, dataset, minutes, most
+        self.device, self.log = device, log
+
+    def settings(self) -> dict:
+        return {"gan_minutes": self.minutes, "gan": trainer.make_config(conditional=True).as_dict()}
+
+    def __call__(self, size: int, seed: int, labeller: DigitCNN) -> tuple[torch.Tensor, torch.Tensor]:
+        run_dir = self.folder / f"n{size}-seed{seed}"
+        semi = size < len(self.train)
+        labeller_path = self.folder / f"n{size}-seed{seed}-labeller.pt"
+        if semi and not labeller_path.exists():  # the first one stays: the GAN's labels came from it
+            self.folder.mkdir(parents=True, exist_ok=True)
+            classifier_checkpoint.save(labeller_path, labeller, {"n_real": size, "seed": seed, "n_synthetic": 0,
+                                                                 "val_size": mnist.VAL_SIZE, "dataset": self.dataset}, {})
+        resume = (run_dir / "checkpoint.pt").is_file()
+        config = trainer.resumed_config(run_dir) if resume else trainer.make_config(
+            conditional=True, n_real=size, seed=seed, labeller=labeller_path if semi else None, epochs=100_000,
+            eval_every=0, dataset=self.dataset)
+        run = trainer.start(run_dir, config, self.train, resume, self.device)
+        left = self.minutes - run.seconds / 60
+        if left > 0:
+            self.log(f"  conditional GAN for {size:,} labels, seed {seed}: training {left:.1f} more minutes in {run_dir}")
+            trainer.train(run, left, progress=False)
+        else:
+            run.release()
+        g, _ = load_generator(run_dir / "generator.pt")
+        return draw(g, max(MIN_DRAWN, 2 * self.most * size), seed)
+
+
+class Filtered:
+    """The pool's samples on the real manifold: realism score >= min_realism, in the labeller's features, against
+    10,000 unlabelled train images whose classes are the labeller's predictions (its per-class pruning)."""
+
+    def __init__(self, pool: torch.Tensor, train: Digits, min_realism: float):
+        self.pool, self.min_realism = pool, min_realism
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:REAL_IMAGES]
+        self.real = train.images[pick]
+
+    def settings(self) -> dict:
+        return {"min_realism": self.min_realism, "real_images": REAL_IMAGES}
+
+    def __call__(self, size: int, seed: int, labeller: DigitCNN) -> tuple[torch.Tensor, None]:
+        features, predicted = embed(labeller, self.real)
+        manifold = real_manifold(features, torch.from_numpy(predicted))
+        keep = realism(manifold, embed(labeller, self.pool)[0]) >= self.min_realism
+        return self.pool[torch.from_numpy(keep)], None
