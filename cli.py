@@ -146,7 +146,8 @@ def train(
 
 @app.command()
 def generate(
-    generator: Optional[Path] = typer.Option(None, help="A generator.pt written by train.", show_default="the bundled one"),
+    generator: Optional[Path] = typer.Option(None, help="A generator.pt written by train.",
+                                             show_default="the bundled one; the bundled conditional one with --balance or --digit"),
     labeller: Optional[Path] = typer.Option(None, help="A classifier checkpoint written by classify.",
                                             show_default="the bundled reference classifier"),
     n: int = typer.Option(10000, help="Images to write."),
@@ -195,7 +196,7 @@ def interpolate(
     from augment.explore import interpolate as run
 
     drawn = run(generator, out, rows, steps, seeds and list(_numbers(seeds, int, "seeds")), digit, digit_grid, seed, overwrite)
-    typer.echo(f"wrote {out.with_suffix('.png') if digit_grid else out}: {drawn}")
+    typer.echo(f"wrote {out}: {drawn}")
 
 
 @app.command()

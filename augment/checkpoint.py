@@ -4,12 +4,13 @@ import json
 from pathlib import Path
 
 from augment.models import GanSpec, Generator
-from data.files import check_finite, read_payload, save_atomic
+from data.files import check_finite, read_payload, save_atomic, write_atomic
 from data.mnist import DEFAULT_DIRS as DATASETS
 from data.errors import InputError
 
 TRAINING_KIND, GENERATOR_KIND = "digitgen-gan-training", "digitgen-generator"
-BUNDLED = Path(__file__).parent / "weights" / "generator.pt"  # see weights/README.md for how it was made
+BUNDLED = Path(__file__).parent / "weights" / "generator.pt"  # see weights/README.md for how they were made
+BUNDLED_CONDITIONAL = BUNDLED.with_name("generator-conditional.pt")  # asked for classes: balancing rejects nothing
 
 
 def save_training(path: Path, state: dict) -> str:
@@ -24,7 +25,7 @@ def save_generator(path: Path, spec: GanSpec, state_dict: dict, info: dict) -> s
     """The generator alone (EMA weights when training kept them), with a .json beside it giving its sha256."""
     digest = save_atomic({"kind": GENERATOR_KIND, "spec": spec.as_dict(), "state_dict": state_dict, "info": info}, path)
     sidecar = {"file": path.name, "sha256": digest, "spec": spec.as_dict(), **info}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_atomic(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2) + "\n"))
     return digest
 
 

@@ -2,13 +2,14 @@
 notebook calls. `log` receives the lines a user should see before long work (default: print)."""
 
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from augment import trainer
-from augment.checkpoint import BUNDLED, load_generator
+from augment.checkpoint import BUNDLED, BUNDLED_CONDITIONAL, load_generator
 from augment.pipeline import GenerateConfig, Report, draw
 from augment.pipeline import generate as run_pipeline
 from augment.quality import Quality, measure
@@ -19,7 +20,7 @@ from classifier import report
 from classifier.train import TrainConfig, evaluate as accuracy, predict_proba
 from data import mnist
 from data.errors import InputError, prepare_output
-from data.files import check_seed, resolve_device, use_all_cores
+from data.files import check_seed, lock_folder, resolve_device, use_all_cores, write_atomic
 from data.synthetic import load_synthetic
 
 
@@ -56,15 +57,17 @@ def generate(generator: str | Path | None = None, labeller: str | Path | None = 
              min_realism: float = 0.0, agree: str | Path | None = None, balance: bool = False, digit: int | None = None,
              save_latents: bool = False, seed: int = 0, batch_size: int = 1000, overwrite: bool = False,
              data_dir: str | Path | None = None, device: str = "auto", progress: bool = True) -> Report:
-    """Draw digits (default: the bundled generator), label them (default: the pinned reference classifier), keep
-    those passing the filters, and write an HDF5 synthetic dataset."""
+    """Draw digits (default: the bundled generator; the bundled conditional one for --balance or --digit, which asks
+    for classes instead of rejecting draws), label them (default: the pinned reference classifier), keep those
+    passing the filters, and write an HDF5 synthetic dataset."""
     config = GenerateConfig(n=n, min_confidence=min_confidence, min_realism=min_realism, balance=balance, seed=seed,
                             batch_size=batch_size, save_latents=save_latents, digit=digit)
     config.check()
     out = Path(out)
     prepare_output(out, overwrite)
     use_all_cores()
-    return run_pipeline(Path(generator or BUNDLED), Path(labeller or classifier_checkpoint.REFERENCE), out, config,
+    generator = generator or (BUNDLED_CONDITIONAL if balance or digit is not None else BUNDLED)
+    return run_pipeline(Path(generator), Path(labeller or classifier_checkpoint.REFERENCE), out, config,
                         overwrite, progress, Path(agree) if agree else None, data_dir, device)
 
 
@@ -86,8 +89,9 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
     """FID, KID, precision/recall, label entropy, CAS and label noise of a generator (default: the bundled one)
     or an HDF5 dataset, beside the same figures for real images."""
     source = Path(source or BUNDLED)
-    if not 10 <= n <= 10**6:
-        raise InputError(f"n must be in 10..10^6 (precision and recall need neighbours), got {n}")
+    if not 10 <= n <= 55_000:
+        raise InputError(f"n must be in 10..55,000 (precision and recall need neighbours; the floor is as many real "
+                         f"train images outside validation), got {n}")
     check_seed(seed)
     if out is not None:
         prepare_output(Path(out), overwrite)
@@ -115,7 +119,7 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
     floor = replace(floor, label_noise=1 - accuracy(judge, test))  # the judge's own error rate
     result = Evaluation(source, how, found, floor, seed)
     if out is not None:
-        Path(out).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        write_atomic(Path(out), lambda tmp: tmp.write_text(json.dumps(result.as_dict(), indent=2) + "\n"))
     return result
 
 
@@ -165,14 +169,21 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
         f"seeds {list(sweep.seeds)}" + ("" if overwrite else f"; rows already in {out / 'rows.csv'} are kept"))
     sources = {}
     if gan_minutes:
-        sources["conditional"] = Conditional(out, train_set, dataset, gan_minutes, max(sweep.ratios), device, log)
+        sources["conditional"] = Conditional(out, train_set, dataset, gan_minutes, max(sweep.ratios), sweep.val_size,
+                                             device, log)
     if min_realism:
         sources["filtered"] = Filtered(load_synthetic(synthetic).images, train_set, min_realism)
     settings = {name: source.settings() for name, source in sources.items()}
-    rows = sweeps.run(sweep, Path(synthetic), train_set, test, out, dataset, on_row, overwrite, device, sources, settings)
-    table = report.summarise(rows)
-    text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test), settings))
-    table.to_csv(out / "summary.csv", index=False)
-    (out / "report.md").write_text(text)
-    report.plot(table, out / "accuracy.png")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(out)  # a second sweep appending to the same rows.csv would count seeds twice
+    try:
+        rows = sweeps.run(sweep, Path(synthetic), train_set, test, out, dataset, on_row, overwrite, device, sources,
+                          settings)
+        table = report.summarise(rows)
+        text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test), settings))
+        write_atomic(out / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
+        write_atomic(out / "report.md", lambda tmp: tmp.write_text(text))
+        write_atomic(out / "accuracy.png", lambda tmp: report.plot(table, tmp))
+    finally:
+        os.close(lock)
     return Benchmark(out, rows, table, text)

@@ -48,8 +48,8 @@ def interpolate(generator: str | Path | None = None, out: str | Path = "runs/int
     """Write a .png grid (a row per interpolation) or a .gif walk through the latents of `seeds` (default: rows + 1
     seeded ones), or a digit-by-style grid; returns what was drawn, in words."""
     out = Path(out)
-    if out.suffix not in (".png", ".gif"):
-        raise InputError(f"{out}: choose a .png or .gif output")
+    if out.suffix not in (".png", ".gif") or (digit_grid and out.suffix != ".png"):
+        raise InputError(f"{out}: choose a .png or .gif output (a .png for --digit-grid)")
     prepare_output(out, overwrite)
     if not 1 <= rows <= 100 or not 2 <= steps <= 100:
         raise InputError("need --rows in 1..100 and --steps in 2..100")
@@ -65,7 +65,7 @@ def interpolate(generator: str | Path | None = None, out: str | Path = "runs/int
         raise InputError("--digit and --digit-grid need a conditional generator (train --conditional)")
     z = latents(g.spec.nz, visit)
     if digit_grid:
-        save_grid(digit_by_style(g, z[:rows]), out.with_suffix(".png"))
+        save_grid(digit_by_style(g, z[:rows]), out)
         return f"{min(rows, len(z))} styles x digits 0-9"
     pairs = len(visit) - 1
     digits = None

@@ -12,18 +12,15 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure  # drawn without pyplot: a notebook keeps its own backend
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from augment.quality import METRIC_ROWS  # noqa: E402
-from augment.trainer import fid_summary  # noqa: E402
-from data import synthetic  # noqa: E402
-from data.errors import InputError  # noqa: E402
-from data.files import write_atomic  # noqa: E402
+from augment.quality import METRIC_ROWS
+from augment.trainer import fid_summary
+from data import synthetic
+from data.errors import InputError
+from data.files import write_atomic
 
 MIME = {".png": "image/png", ".gif": "image/gif"}
 EARLIER_GRIDS = 4  # small sample grids shown before the last, large one
@@ -211,7 +208,8 @@ def _table(rows, header=None, right=(), inline: bool = False) -> str:
 
 def _chart(panels: list[tuple[str, list[str], dict[str, list[float]]]], alt: str) -> str:
     """Bar charts side by side (title, x labels, one bar series per entry), drawn to an in-memory PNG."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3), squeeze=False)
+    fig = Figure(figsize=(5 * len(panels), 3))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, labels, series) in zip(axes[0], panels):
         width = 0.8 / len(series)
         for i, (name, values) in enumerate(series.items()):
@@ -224,7 +222,6 @@ def _chart(panels: list[tuple[str, list[str], dict[str, list[float]]]], alt: str
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     return f"<figure>{_img(buffer.getvalue(), 'image/png', alt)}</figure>"
 
 

@@ -2,17 +2,15 @@
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # drawn without pyplot: a notebook keeps its own backend
+import pandas as pd
 
 
 def plot_losses(csv_path: Path, png_path: Path) -> Path:
     """D and G losses against step, from the run's losses.csv."""
     log = pd.read_csv(csv_path)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
     ax.plot(log["step"], log["d_loss"], label="discriminator")
     ax.plot(log["step"], log["g_loss"], label="generator")
     ax.set_xlabel("step")
@@ -21,7 +19,6 @@ def plot_losses(csv_path: Path, png_path: Path) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
     return png_path
 
 
@@ -29,7 +26,8 @@ def plot_fid(csv_path: Path, png_path: Path) -> Path:
     """FID against training minutes and against steps (log scale), with the real floor and 10x it."""
     log = pd.read_csv(csv_path)
     floor = log["floor"].iloc[-1]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, x, label in zip(axes, ("minutes", "step"), ("training minutes", "step")):
         ax.plot(log[x], log["fid"], marker=".", label="samples")
         ax.axhline(floor, color="green", linestyle="--", label=f"real floor {floor:.2f}")
@@ -41,5 +39,4 @@ def plot_fid(csv_path: Path, png_path: Path) -> Path:
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
     return png_path

@@ -44,7 +44,7 @@ def embed(model: DigitCNN, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray
     """Penultimate features (N, 128) float64 and predicted labels of uint8 images (N, 28, 28)."""
     f = batched(model.eval().features, images, device_of(model))
     with torch.inference_mode():
-        labels = model.head(f).argmax(1)
+        labels = model.head(f.to(device_of(model))).argmax(1).cpu()
     return f.double().numpy(), labels.numpy()
 
 

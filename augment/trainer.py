@@ -33,7 +33,8 @@ from classifier.checkpoint import load as load_classifier
 from classifier.train import pseudo_label
 from data import mnist
 from data.errors import InputError
-from data.files import autocast, check_finite, check_seed, derived_seed, lock_folder, resolve_device, sha256_of
+from data.files import (autocast, check_finite, check_seed, derived_seed, lock_folder, resolve_device, sha256_of,
+                        write_atomic)
 from data.mnist import Digits
 from data.pixels import to_model, to_uint8
 
@@ -42,6 +43,7 @@ EXPLODED = 1e4  # a loss this large means training has diverged
 CSV_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
 METRIC_FIELDS = ("step", "epoch", "minutes", "fid", "floor", "class_gap")
 LOG_EVERY = 20  # steps per CSV row
+GIF_FRAMES = 100  # at most, spread over the run, and the last grid
 R1_EVERY = 16  # lazy R1 (Karras et al. 2020): the penalty every 16th D step, scaled by 16
 # Training defaults per architecture: the tutorial's are those of the Keras original.
 TRAIN_PRESETS = {
@@ -122,9 +124,11 @@ class Outcome:
 
 def fid_summary(metrics_csv: Path) -> dict | None:
     """The best FID so far (and when), the floor, and the training minutes to first reach 10x the floor."""
-    if not metrics_csv.exists():
+    try:
+        log = pd.read_csv(metrics_csv)
+        log["fid"], log["floor"]
+    except (OSError, ValueError, KeyError):  # absent, empty (a kill before the first row), or not ours
         return None
-    log = pd.read_csv(metrics_csv)
     if log.empty:
         return None
     best, floor = log.loc[log["fid"].idxmin()], log["floor"].iloc[-1]
@@ -149,6 +153,7 @@ class GanRun:
         self.noise = torch.Generator().manual_seed(derived_seed(config.seed, 1))
         self.step = self.epoch = self.position = 0  # position: batches done inside the current epoch
         self.seconds = 0.0  # training time so far, over all sessions, not counting measurements
+        self.release = lambda: None  # start() sets it: let go of the folder's lock
         fixed = torch.Generator().manual_seed(derived_seed(config.seed, 2))
         self.fixed_z = torch.randn(100, spec.nz, generator=fixed)
         self.fixed_y = torch.arange(10).repeat_interleave(10) if spec.conditional else None
@@ -186,16 +191,14 @@ class GanRun:
         torch.set_rng_state(state["torch_rng"])
 
     def checkpoint(self) -> None:
-        """Save both files with Ctrl-C and SIGTERM held back until they are written: a second interrupt
-        during a save would otherwise leave the run without its newest checkpoint."""
-        held = {signal.SIGINT, signal.SIGTERM}
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        """Save both files; a second Ctrl-C or SIGTERM during the save waits for it to end (see _Interrupts)."""
+        _Interrupts.saving = True
         try:
             save_training(self.folder / "checkpoint.pt", self.state())
             save_generator(self.folder / "generator.pt", self.config.spec, self.sampler().state_dict(),
                            {"run": self.config.as_dict(), "step": self.step, "epoch": self.epoch})
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            _Interrupts.saving = False
 
     def sample_grid(self) -> None:
         g = self.sampler()
@@ -212,7 +215,7 @@ class GanRun:
         already has (a run begun by an older version lacks class_gap)."""
         path = self.folder / "metrics.csv"
         fields, steps = METRIC_FIELDS, []
-        if path.exists():
+        if path.exists() and path.stat().st_size:
             log = pd.read_csv(path)
             fields, steps = tuple(log.columns), log["step"].tolist()
         if self.step in steps:  # resumed from the step-0 checkpoint
@@ -357,7 +360,7 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
         raise InputError(f"batch size {config.batch_size} is larger than the {len(data)} training images")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder} is a file: --out names the run's folder")
-    if not resume and folder.exists() and any(folder.iterdir()):
+    if not resume and folder.exists() and any(not _temporary(p) for p in folder.iterdir()):
         raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
     folder.mkdir(parents=True, exist_ok=True)
     lock = lock_folder(folder)
@@ -370,6 +373,11 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
         raise
     run.release = weakref.finalize(run, os.close, lock)  # at the end of training, or when the run is dropped
     return run
+
+
+def _temporary(path: Path) -> bool:
+    """What a killed save leaves (.NAME.PID.tmp): not a run, so a fresh run may start in its folder."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def _restore(run: GanRun, state: dict) -> None:
@@ -386,7 +394,15 @@ def _restore(run: GanRun, state: dict) -> None:
 
 
 def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) -> Outcome:
-    """Train until the epochs are done, the time budget ends, Ctrl-C, or the losses diverge."""
+    """Train until the epochs are done, the time budget ends, Ctrl-C, or the losses diverge; the folder's lock is
+    let go however it ends."""
+    try:
+        return _loop(run, max_minutes, progress)
+    finally:
+        run.release()
+
+
+def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
     cfg, per_epoch = run.config, run.steps_per_epoch
     total = cfg.epochs * per_epoch
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
@@ -433,6 +449,11 @@ def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) 
     return _finish(run, stopped, message, start_time, start_step, bar, log)
 
 
+def _picture(path: Path) -> Image.Image:
+    with Image.open(path) as picture:  # closed at once: a long run has thousands of grids
+        return picture.copy()
+
+
 def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) -> Outcome:
     bar.close()
     log.flush()
@@ -442,11 +463,12 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) 
         plot_losses(run.folder / "losses.csv", run.folder / "losses.png")
         if (run.folder / "metrics.csv").exists():
             plot_fid(run.folder / "metrics.csv", run.folder / "fid.png")
-        frames = [Image.open(p) for p in sorted((run.folder / "samples").glob("step_*.png"))]
-        save_gif(frames, run.folder / "progress.gif")
+        grids = sorted((run.folder / "samples").glob("step_*.png"))
+        frames = grids[::math.ceil(len(grids) / GIF_FRAMES)]
+        frames += grids[-1:] if frames[-1] != grids[-1] else []
+        save_gif([_picture(p) for p in frames], run.folder / "progress.gif")
     seconds = time.perf_counter() - start_time
     rate = (run.step - start_step) * run.config.batch_size / seconds if seconds else 0.0
-    run.release()
     return Outcome(stopped, run.step, run.epoch, seconds, rate, run.folder, run.config, message,
                    fid_summary(run.folder / "metrics.csv"))
 
@@ -459,8 +481,10 @@ class _Interrupts:
         self.pressed = False
         self.active = threading.current_thread() is threading.main_thread()
 
+    saving = False  # while a checkpoint is written, a second press only asks to stop: the save must finish
+
     def _handle(self, signum, frame):
-        if self.pressed:
+        if self.pressed and not _Interrupts.saving:
             raise KeyboardInterrupt
         self.pressed = True
 
@@ -510,4 +534,5 @@ def _trim_csv(path: Path, step: int) -> None:
             first = line.split(",")[0]
             return line.endswith("\n") and line.count(",") == width and first.isdigit() and int(first) <= step
 
-        path.write_text("".join(header + [ln for ln in lines[1:] if keep(ln)]))
+        text = "".join(header + [ln for ln in lines[1:] if keep(ln)])
+        write_atomic(path, lambda tmp: tmp.write_text(text))

@@ -3,6 +3,8 @@
 subset alone). No label outside the subset reaches them: the conditional GAN learns from the subset and
 the labeller's labels, and the realism filter works in the labeller's own features, not the reference's."""
 
+import json
+import math
 from pathlib import Path
 
 import torch
@@ -14,6 +16,7 @@ from augment.quality import embed, real_manifold, realism
 from classifier import checkpoint as classifier_checkpoint
 from classifier.model import DigitCNN
 from data import mnist
+from data.errors import InputError
 from data.mnist import Digits
 
 REAL_IMAGES = 10_000  # unlabelled train images whose features span the real manifold
@@ -26,12 +29,21 @@ class Conditional:
     folder/gans/ so that a resumed or extended sweep reuses it; it then draws class-balanced samples, twice
     as many as the largest ratio needs, for the benchmark to keep where the labeller agrees with the class."""
 
-    def __init__(self, folder: Path, train: Digits, dataset: str, minutes: float, most: int, device: str, log):
+    def __init__(self, folder: Path, train: Digits, dataset: str, minutes: float, most: float, val_size: int,
+                 device: str, log):
+        if val_size != mnist.VAL_SIZE:  # the GAN draws its labelled subset as classify does: the cell must too
+            raise InputError(f"the conditional variant needs the default validation split ({mnist.VAL_SIZE:,}), "
+                             f"got {val_size:,}")
         self.folder, self.train, self.dataset, self.minutes, self.most = folder / "gans", train, dataset, minutes, most
         self.device, self.log = device, log
 
+    def config(self, size: int, seed: int, labeller: Path | None) -> trainer.GanConfig:
+        return trainer.make_config(conditional=True, n_real=size, seed=seed, labeller=labeller, epochs=100_000,
+                                   eval_every=0, dataset=self.dataset)
+
     def settings(self) -> dict:
-        return {"gan_minutes": self.minutes, "gan": trainer.make_config(conditional=True).as_dict()}
+        recipe = self.config(1, 0, None).as_dict()
+        return {"gan_minutes": self.minutes, "gan": {k: v for k, v in recipe.items() if k not in ("n_real", "seed")}}
 
     def __call__(self, size: int, seed: int, labeller: DigitCNN) -> tuple[torch.Tensor, torch.Tensor]:
         run_dir = self.folder / f"n{size}-seed{seed}"
@@ -41,19 +53,19 @@ class Conditional:
             self.folder.mkdir(parents=True, exist_ok=True)
             classifier_checkpoint.save(labeller_path, labeller, {"n_real": size, "seed": seed, "n_synthetic": 0,
                                                                  "val_size": mnist.VAL_SIZE, "dataset": self.dataset}, {})
-        resume = (run_dir / "checkpoint.pt").is_file()
-        config = trainer.resumed_config(run_dir) if resume else trainer.make_config(
-            conditional=True, n_real=size, seed=seed, labeller=labeller_path if semi else None, epochs=100_000,
-            eval_every=0, dataset=self.dataset)
-        run = trainer.start(run_dir, config, self.train, resume, self.device)
-        left = self.minutes - run.seconds / 60
-        if left > 0:
+        done = run_dir / "budget.json"  # written once the minutes are spent: a rerun draws from the same GAN
+        if not done.is_file():
+            resume = (run_dir / "checkpoint.pt").is_file()
+            config = trainer.resumed_config(run_dir) if resume else self.config(size, seed, labeller_path if semi else None)
+            run = trainer.start(run_dir, config, self.train, resume, self.device)
+            left = max(self.minutes - run.seconds / 60, 1e-9)
             self.log(f"  conditional GAN for {size:,} labels, seed {seed}: training {left:.1f} more minutes in {run_dir}")
-            trainer.train(run, left, progress=False)
-        else:
-            run.release()
+            outcome = trainer.train(run, left, progress=False)
+            if outcome.stopped == "interrupted":
+                raise KeyboardInterrupt  # its checkpoint is saved: a rerun of the sweep resumes it
+            done.write_text(json.dumps({"minutes": self.minutes, "step": outcome.step}) + "\n")
         g, _ = load_generator(run_dir / "generator.pt")
-        return draw(g, max(MIN_DRAWN, 2 * self.most * size), seed)
+        return draw(g, max(MIN_DRAWN, 2 * math.ceil(self.most * size)), seed)
 
 
 class Filtered:

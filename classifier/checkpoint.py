@@ -7,7 +7,7 @@ import torch
 
 from classifier.model import ARCH, DigitCNN
 from data.errors import InputError
-from data.files import check_finite, read_payload, save_atomic, sha256_of
+from data.files import check_finite, read_payload, save_atomic, sha256_of, write_atomic
 
 KIND = "digitgen-classifier"
 
@@ -19,7 +19,7 @@ def save(path: str | Path, model: DigitCNN, config: dict, metrics: dict) -> str:
     payload = {"kind": KIND, "arch": ARCH, "config": config, "metrics": metrics, "state_dict": state}
     digest = save_atomic(payload, path)
     sidecar = {"file": path.name, "sha256": digest, "arch": ARCH, "config": config, "metrics": metrics}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_atomic(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2) + "\n"))
     return digest
 
 

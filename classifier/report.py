@@ -4,16 +4,13 @@
 import json
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure  # drawn without pyplot: a notebook keeps its own backend
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from classifier.benchmark import VARIANTS, Sweep  # noqa: E402
+from classifier.benchmark import VARIANTS, Sweep
 
 ACCURACY_TICKS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999)
 
@@ -23,6 +20,8 @@ def describe_gan(attrs: dict) -> str:
     head = f"generator sha256 {attrs['generator_sha256'][:16]}..."
     sidecar = Path(attrs["config"].get("generator", "unknown")).with_suffix(".json")
     try:  # the path comes from inside the pool file: trust only the sidecar of the very generator that drew it
+        if not sidecar.is_file():  # nor read anything but a plain file (a FIFO would hang)
+            raise ValueError
         info = json.loads(sidecar.read_text())
         if info["sha256"] != attrs["generator_sha256"]:
             raise ValueError
@@ -114,7 +113,8 @@ def markdown(table: pd.DataFrame, header: str) -> str:
 def plot(table: pd.DataFrame, png: Path) -> Path:
     """Accuracy (logit axis, so 90% and 99.5% both read) against the synthetic ratio, one colour per
     real size: solid synthetic, dashed synthetic + classical, each starting from its real-only point."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     for i, (size, group) in enumerate(table.groupby("size")):
         colour = f"C{i}"
         for start, variant, style in (("real", "synthetic", "-"), ("classical", "synthetic+classical", "--")):
@@ -132,6 +132,5 @@ def plot(table: pd.DataFrame, png: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    fig.savefig(png, dpi=100, format="png")
     return png

@@ -1,6 +1,7 @@
 """Helpers every package needs, once: file digests, atomic saves, safe checkpoint reads, threads, device."""
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -82,7 +83,7 @@ def lock_output(path: Path) -> Callable[[], None]:
     def release() -> None:
         lock.unlink(missing_ok=True)
         os.close(fd)
-    return release
+    return functools.cache(release)  # once, however many ways a writer ends
 
 
 def read_payload(path: str | Path, kind: str) -> dict:

@@ -69,6 +69,13 @@ class SyntheticWriter:
         except OSError as e:
             self.release()
             raise InputError(f"{self.path}: cannot write here ({e})") from None
+        try:
+            self._start(attrs, nz, conditional)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _start(self, attrs: dict, nz: int | None, conditional: bool) -> None:
         self.counts = np.zeros(10, np.int64)
         self.n = 0
         columns = dict(COLUMNS)
@@ -107,16 +114,22 @@ class SyntheticWriter:
 
     def close(self) -> Path:
         """Finish the file and rename it into place."""
-        self.file.attrs["class_counts"] = json.dumps({str(c): int(k) for c, k in enumerate(self.counts)})
-        self.file.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self.file.attrs["class_counts"] = json.dumps({str(c): int(k) for c, k in enumerate(self.counts)})
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
         self.release()
         return self.path
 
     def discard(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
-        self.release()
+        try:
+            self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+            self.release()
 
     def __enter__(self) -> "SyntheticWriter":
         return self
@@ -199,6 +212,7 @@ def _guard(path: Path) -> None:
         try:
             for s in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(s, signal.SIG_DFL)
+            signal.alarm(int(METADATA_SECONDS) + 2)  # dies on its own, even inside C, should its parent be killed
             with h5py.File(path, "r") as f:
                 _problem(f, path.stat().st_size)
         except BaseException:

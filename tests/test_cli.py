@@ -47,7 +47,7 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["train", "--device", "tpu"], "device 'tpu' is not available"),
     (["generate", "--device", "tpu"], "device 'tpu' is not available"),
     (["evaluate", "--device", "tpu"], "device 'tpu' is not available"),
-    (["evaluate", "--n", "3"], "n must be in 10..10^6"),
+    (["evaluate", "--n", "3"], "n must be in 10..55,000"),
     (["benchmark", "--seeds", "0"], "need 1..100 seeds, got 0"),
     (["train", "--seed", str(2**63)], "seed must be in 0..2^63-1"),
     (["train", "--nz", str(10**9)], "latent size must be in 1..4096"),
