@@ -66,8 +66,9 @@ def classify(
     """Train the classifier on real (+ synthetic) digits, print its real test accuracy, save it."""
     from classifier import classify as run
 
-    r = run(n_real, synthetic, ratio, augment, epochs, batch_size, lr, min_steps, val_size, seed, dataset, out, overwrite,
-            data_dir, device, log=typer.echo)
+    r = run(n_real=n_real, synthetic=synthetic, ratio=ratio, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
+            min_steps=min_steps, val_size=val_size, seed=seed, dataset=dataset, out=out, overwrite=overwrite,
+            data_dir=data_dir, device=device, log=typer.echo)
     last = r.history[-1]
     val = f", validation {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""
     typer.echo(f"test accuracy {r.accuracy:.4f} ({r.errors} errors in {r.test_size:,}){val}")
@@ -127,7 +128,8 @@ def train(
     options = {k: v for k, v in locals().items() if k not in ("out", "resume", "epochs", "max_minutes", "data_dir", "device")}
     from augment import train as run
 
-    result = run(out, resume, epochs, max_minutes, device, data_dir, log=typer.echo, **options)
+    result = run(out=out, resume=resume, epochs=epochs, max_minutes=max_minutes, device=device, data_dir=data_dir,
+                 log=typer.echo, **options)
     typer.echo(f"{result.stopped}: epoch {result.epoch}, step {result.step:,}, {result.seconds:.0f} s, "
                f"{result.images_per_s:,.0f} images/s")
     if result.stopped == "diverged":
@@ -168,8 +170,9 @@ def generate(
     """Draw digits, pseudo-label them, keep the confident (realistic, agreed) ones, write an HDF5 synthetic dataset."""
     from augment import generate as run
 
-    r = run(generator, labeller, out, n, min_confidence, min_realism, agree, balance, digit, save_latents, seed, batch_size,
-            overwrite, data_dir, device)
+    r = run(generator=generator, labeller=labeller, out=out, n=n, min_confidence=min_confidence, min_realism=min_realism,
+            agree=agree, balance=balance, digit=digit, save_latents=save_latents, seed=seed, batch_size=batch_size,
+            overwrite=overwrite, data_dir=data_dir, device=device)
     typer.echo(f"wrote {out}: {r.kept:,} images, {r.kept / r.seconds:,.0f} images/s written")
     tests = [f"confidence >= {min_confidence}"] + [f"realism >= {min_realism}"] * bool(min_realism) + [f"agreement with {agree}"] * bool(agree)
     typer.echo(f"kept {r.kept:,} of {r.drawn:,} drawn ({r.kept / r.drawn:.1%}) at {', '.join(tests)}")
@@ -195,7 +198,8 @@ def interpolate(
     """Walk the latent space: spherical interpolations as a grid or GIF, or a digit-by-style grid."""
     from augment.explore import interpolate as run
 
-    drawn = run(generator, out, rows, steps, seeds and list(_numbers(seeds, int, "seeds")), digit, digit_grid, seed, overwrite)
+    drawn = run(generator=generator, out=out, rows=rows, steps=steps, seeds=seeds and list(_numbers(seeds, int, "seeds")),
+                digit=digit, digit_grid=digit_grid, seed=seed, overwrite=overwrite)
     typer.echo(f"wrote {out}: {drawn}")
 
 
@@ -209,7 +213,7 @@ def show(
     """Draw a PNG grid of a synthetic dataset: a row per pseudo-label, images in file (drawing) order."""
     from augment.images import show as run
 
-    typer.echo(f"wrote {run(file, out, per_class, overwrite)}: up to {per_class} images per class")
+    typer.echo(f"wrote {run(file, out=out, per_class=per_class, overwrite=overwrite)}: up to {per_class} images per class")
 
 
 @app.command()
@@ -230,7 +234,8 @@ def evaluate(
     from augment import evaluate as run
     from augment.quality import METRIC_ROWS
 
-    r = run(source, n, labeller, cas, seed, out, overwrite, data_dir, device, log=typer.echo)
+    r = run(source=source, n=n, labeller=labeller, cas=cas, seed=seed, out=out, overwrite=overwrite, data_dir=data_dir,
+            device=device, log=typer.echo)
     typer.echo(f"{'':22}{'samples':>10}{'real floor':>12}")
     for name, key, fmt in METRIC_ROWS:
         a, b = getattr(r.samples, key), getattr(r.floor, key)
@@ -281,9 +286,11 @@ def benchmark(
                    f"{row['accuracy']:.4f}  ({row['steps']:,} steps, {row['seconds']:.0f} s)")
 
     start = time.perf_counter()
-    r = run(synthetic, out, sizes and _numbers(sizes, int, "sizes"), ratios and _numbers(ratios, float, "ratios"), seeds,
-            relabel_rounds, min_confidence, min_steps, quick, gan_minutes, min_realism, overwrite, data_dir, device,
-            on_row=show_row, log=typer.echo)
+    r = run(synthetic=synthetic, out=out, sizes=sizes and _numbers(sizes, int, "sizes"),
+            ratios=ratios and _numbers(ratios, float, "ratios"), seeds=seeds, relabel_rounds=relabel_rounds,
+            min_confidence=min_confidence, min_steps=min_steps, quick=quick, gan_minutes=gan_minutes,
+            min_realism=min_realism, overwrite=overwrite, data_dir=data_dir, device=device, on_row=show_row,
+            log=typer.echo)
     typer.echo(r.markdown)
     typer.echo(f"{len(r.rows)} rows, {time.perf_counter() - start:.0f} s this run; wrote {out}/rows.csv, summary.csv, "
                f"report.md, accuracy.png")
@@ -300,7 +307,7 @@ def demo(
     from augment import demo as run
 
     start = time.perf_counter()
-    r = run(out, overwrite, data_dir, device, log=typer.echo)
+    r = run(out=out, overwrite=overwrite, data_dir=data_dir, device=device, log=typer.echo)
     typer.echo(f"FID {r.evaluation.samples.fid:.2f} (real floor {r.evaluation.floor.fid:.2f}); {r.generated.kept:,} digits "
                f"in {out / 'synthetic.h5'}")
     typer.echo(f"done in {time.perf_counter() - start:.0f} s: open {r.report}")
@@ -315,19 +322,19 @@ def report(
     """One self-contained HTML page (images embedded) of what a run folder holds: grids, curves, metrics, tables."""
     from augment.html_report import write_report
 
-    typer.echo(f"wrote {write_report(folder, out, overwrite)}")
+    typer.echo(f"wrote {write_report(folder, out=out, overwrite=overwrite)}")
 
 
 @app.command()
 def profile(
     seconds: float = typer.Option(5.0, help="Seconds spent timing each figure."),
     data_dir: Optional[Path] = DataDir,
-    device: str = typer.Option("cpu", help="cpu or cuda (classify only; the GAN figures are from the CPU)."),
+    device: str = typer.Option("cpu", help="cpu or cuda: where every figure is measured."),
 ):
     """Speed, as ratios measured in one run: GAN recipes, FLOP/s vs matmul peak, generate overhead, classify."""
     from augment.profiling import profile as run
 
-    for line in run(data_dir, seconds, device).lines():
+    for line in run(data_dir=data_dir, seconds=seconds, device=device).lines():
         typer.echo(line)
 
 

@@ -33,7 +33,7 @@ class Profile:
     train_images_per_s: float  # the default recipe (dcgan preset)
     tutorial_images_per_s: float  # the classic Keras DCGAN, its own recipe
     train_gflop_per_image: float  # one default training step's FLOPs (forward + backward of D and G) per image
-    peak_gflop_per_s: float  # fp32 MATMUL^3 matmuls on all threads, on the CPU where the GAN trains
+    peak_gflop_per_s: float  # fp32 MATMUL^3 matmuls on all threads, on the device the GAN trains on
     generate_images_per_s: float  # the generate pipeline end to end, into an HDF5 file
     forward_images_per_s: float  # the generator's forward pass alone, same images and batch size
     classify_images_per_s: float
@@ -58,8 +58,6 @@ class Profile:
     def lines(self) -> list[str]:
         lines = [f"profile on {self.device}, {self.threads} threads "
                  f"(compare the ratios: the bare rates move with the machine and its load)"]
-        if self.device != "cpu":
-            lines.append("(the GAN trainer and the generate pipeline take no device: their figures are from the CPU)")
         return lines + [
             f"train: {self.train_images_per_s:,.0f} images/s (dcgan) vs {self.tutorial_images_per_s:,.0f} (tutorial): "
             f"{self.train_speedup:.2f}x",
@@ -80,40 +78,43 @@ def profile(data_dir: Path | None = None, seconds: float = 5.0, device: str = "c
     threads = use_all_cores()
     train = mnist.load("train", folder=data_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        dcgan, flops = _train_rate("dcgan", train, seconds, Path(tmp))
-        tutorial, _ = _train_rate("tutorial", train, seconds, Path(tmp))
-        generated, forward = _generate_rates(seconds, Path(tmp))
+        dcgan, flops = _train_rate("dcgan", train, seconds, Path(tmp), dev)
+        tutorial, _ = _train_rate("tutorial", train, seconds, Path(tmp), dev)
+        generated, forward = _generate_rates(seconds, Path(tmp), dev)
     subset = train.subset(mnist.labelled_subset(train.labels, N_REAL, seed=0))
     _, history = fit(subset, TrainConfig(epochs=1, steps=CLASSIFY_STEPS), device=device, progress=False)
-    return Profile(str(dev), threads, dcgan, tutorial, flops / 1e9, _matmul_peak(seconds) / 1e9, generated, forward,
+    return Profile(str(dev), threads, dcgan, tutorial, flops / 1e9, _matmul_peak(seconds, dev) / 1e9, generated, forward,
                    history[-1]["images_per_s"])
 
 
-def _until(seconds: float, step) -> float:
-    """Calls of step() per second, over at least one call and about `seconds`."""
+def _until(seconds: float, step, device: torch.device = torch.device("cpu")) -> float:
+    """Calls of step() per second, over at least one call and about `seconds` (CUDA: its queued work done)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     calls, start = 0, time.perf_counter()
     while not calls or time.perf_counter() - start < seconds:
         step()
+        sync()
         calls += 1
     return calls / (time.perf_counter() - start)
 
 
-def _train_rate(arch: str, train: mnist.Digits, seconds: float, tmp: Path) -> tuple[float, float]:
+def _train_rate(arch: str, train: mnist.Digits, seconds: float, tmp: Path, dev: torch.device) -> tuple[float, float]:
     """Training images/s through the trainer's own step, and FLOPs per image, counted on the warm-up step
     (every step does the same work)."""
     config = trainer.GanConfig(spec=GanSpec.preset(arch), eval_every=0, n_real=N_REAL, **trainer.TRAIN_PRESETS[arch])
-    run = trainer.start(tmp / arch, config, train, resume=False)
+    run = trainer.start(tmp / arch, config, train, resume=False, device=str(dev.type))
     batches = itertools.cycle(run.epoch_order()[:run.steps_per_epoch * config.batch_size].view(-1, config.batch_size))
     with FlopCounterMode(display=False) as counter:
         run.train_step(next(batches))
-    rate = _until(seconds, lambda: run.train_step(next(batches)))
+    rate = _until(seconds, lambda: run.train_step(next(batches)), dev)
+    run.release()
     return rate * config.batch_size, counter.get_total_flops() / config.batch_size
 
 
-def _generate_rates(seconds: float, tmp: Path) -> tuple[float, float]:
+def _generate_rates(seconds: float, tmp: Path, dev: torch.device) -> tuple[float, float]:
     """Images/s of the generate pipeline end to end (every image kept, labelled by the reference
     classifier) and of the bundled generator's forward pass alone, on the same number of images."""
-    g, _ = load_generator(BUNDLED)
+    g = load_generator(BUNDLED)[0].to(dev)
     batch = GenerateConfig().batch_size
     per_batch = 1 / _until(0, lambda: draw(g, batch, seed=0, batch_size=batch))  # also the warm-up
     n = batch * max(1, round(seconds / per_batch))
@@ -122,12 +123,12 @@ def _generate_rates(seconds: float, tmp: Path) -> tuple[float, float]:
     forward = time.perf_counter() - start
     start = time.perf_counter()
     config = GenerateConfig(n=n, min_confidence=0.0, batch_size=batch)
-    generate(BUNDLED, REFERENCE, tmp / "profile.h5", config, progress=False)
+    generate(BUNDLED, REFERENCE, tmp / "profile.h5", config, progress=False, device=str(dev.type))
     return n / (time.perf_counter() - start), n / forward
 
 
-def _matmul_peak(seconds: float) -> float:
+def _matmul_peak(seconds: float, dev: torch.device) -> float:
     """FLOP/s of repeated fp32 matmuls, large enough to reach the BLAS peak on all threads."""
-    a, b = torch.randn(MATMUL, MATMUL), torch.randn(MATMUL, MATMUL)
+    a, b = torch.randn(MATMUL, MATMUL, device=dev), torch.randn(MATMUL, MATMUL, device=dev)
     torch.mm(a, b)  # warm-up
-    return 2 * MATMUL**3 * _until(seconds, lambda: torch.mm(a, b))
+    return 2 * MATMUL**3 * _until(seconds, lambda: torch.mm(a, b), dev)
