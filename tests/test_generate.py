@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from augment import explore, pipeline, quality, trainer
-from augment.checkpoint import BUNDLED, load_generator
+from augment.checkpoint import BUNDLED, BUNDLED_CONDITIONAL, load_generator
 from augment.models import GanSpec
 from classifier import checkpoint, mixing
 from augment.selection import Selection
@@ -77,6 +77,16 @@ def test_the_bundled_generator_draws_digits_the_reference_classifier_is_sure_of(
     assert data.attrs["generator_sha256"] == sha256_of(BUNDLED)
     # Measured on 10,000 samples: 75.8% at confidence >= 0.9, every class present.
     assert (data.confidence >= 0.9).float().mean() > 0.6 and len(data.labels.unique()) == 10
+
+
+def test_balance_asks_the_bundled_conditional_generator_for_classes(tmp_path):
+    result = run("generate", "--balance", "--n", 500, "--out", tmp_path / "bal.h5")
+    assert result.exit_code == 0, result.output
+    data = load_synthetic(tmp_path / "bal.h5")
+    assert data.attrs["generator_sha256"] == sha256_of(BUNDLED_CONDITIONAL)
+    assert torch.bincount(data.labels, minlength=10).tolist() == [50] * 10
+    drawn = int(re.search(r"kept 500 of ([\d,]+) drawn", result.output).group(1).replace(",", ""))
+    assert drawn <= 1000  # asked for classes, not rejected: one batch of 1,000 draws suffices
 
 
 def test_conditional_generator_stores_the_requested_class(tmp_path, models):
