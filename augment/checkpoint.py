@@ -38,7 +38,7 @@ def load_generator(path: str | Path) -> tuple[Generator, dict]:
         dataset = payload["info"]["run"]["dataset"]
     except (TypeError, KeyError, RuntimeError, InputError) as e:
         raise InputError(f"{path}: weights do not fit the generator they describe ({str(e).splitlines()[0]})") from None
-    if dataset not in DATASETS:
+    if not isinstance(dataset, str) or dataset not in DATASETS:
         raise InputError(f"{path}: trained on unknown dataset {dataset!r}")
     check_finite(path, payload["state_dict"])
     return g.eval(), payload

@@ -143,6 +143,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file: --out names the benchmark's folder")
+    if seeds is not None and not 1 <= seeds <= 100:
+        raise InputError(f"need 1..100 seeds, got {seeds}")
     given = {"sizes": sizes, "ratios": ratios, "seeds": None if seeds is None else tuple(range(seeds)),
              "min_steps": min_steps}
     if quick and any(v is not None for v in given.values()):
