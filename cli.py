@@ -2,6 +2,7 @@
 
 import errno
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -14,13 +15,15 @@ from data.errors import InputError
 
 
 # Where an output cannot be written (read-only, a file in the way, a full disk): the user's to fix, not a bug.
-OUTPUT_ERRNOS = {errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST}
+OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR,
+                 errno.EEXIST}
 
 
 class OneLineErrors(TyperGroup):
     """Bad input of any kind (a usage error or an InputError) becomes one line on stderr and exit code 2."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        signal.signal(signal.SIGTERM, _as_interrupt)  # kill and timeout clean up as Ctrl-C does (train saves first)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except (typer.TyperException, InputError) as e:
@@ -30,12 +33,16 @@ class OneLineErrors(TyperGroup):
         except OSError as e:
             if e.errno not in OUTPUT_ERRNOS:
                 raise
-            typer.echo(f"error: {e.filename or 'output'}: {e.strerror}; nothing already written was replaced", err=True)
+            typer.echo(f"error: {e.filename or 'output'}: {e.strerror}", err=True)
             sys.exit(2)
         except typer.Abort:
             typer.echo("interrupted", err=True)
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _as_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,

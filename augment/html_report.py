@@ -50,14 +50,19 @@ def write_report(folder: Path, out: Path | None = None, overwrite: bool = False)
         raise InputError(f"{folder} is not a folder")
     out = Path(out) if out else folder / "report.html"
     synthetic.check_writable(out, overwrite)
-    places = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
+    places = [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
     used: set[Path] = set()  # figures a section shows, so "Other figures" does not repeat them
     sections = []
     for place in places:
         prefix = "" if place == folder else f"{place.name}/: "
         for make in (_train_run, _evaluations, _datasets, _benchmark):
-            sections += [_section(prefix + title, body) for title, body in make(place, used)]
-    others = [p for place in places for p in sorted(place.iterdir()) if p.suffix in MIME and p not in used]
+            try:
+                sections += [_section(prefix + title, body) for title, body in make(place, used)]
+            except (ValueError, KeyError, TypeError, IndexError, RecursionError, InputError) as e:  # not ours, or damaged
+                problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                sections.append(_section(prefix + f"skipped: {make.__name__.strip('_')}",
+                                         f"<p>{html.escape(problem)}</p>"))
+    others = [p for place in places for p in sorted(place.iterdir()) if p.suffix in MIME and p not in used and _plain(p)]
     if others:
         sections.append(_section("Other figures", "".join(_figure(p, str(p.relative_to(folder))) for p in others)))
     if not sections:
@@ -75,16 +80,16 @@ def write_report(folder: Path, out: Path | None = None, overwrite: bool = False)
 
 def _train_run(place: Path, used: set[Path]) -> list[tuple[str, str]]:
     """`digitgen train --out DIR`: its sidecar, best FID against the floor, the GIF, sample grids and curves."""
-    grids = sorted((place / "samples").glob("step_*.png"))
+    grids = sorted(p for p in (place / "samples").glob("step_*.png") if _plain(p) and p.stem[5:].isdigit())
     known = {name: place / name for name in ("generator.json", "metrics.csv", "progress.gif", "losses.png", "fid.png")}
-    if not grids and not any(p.exists() for p in known.values()):
+    if not grids and not any(_plain(p) for p in known.values()):
         return []
     used.update(grids, known.values())
     body = []
     sidecar = _json(known["generator.json"])
     if sidecar:
         body.append(_table([(k, _describe(v)) for k, v in sidecar.items()]))
-    quality = fid_summary(known["metrics.csv"])
+    quality = fid_summary(known["metrics.csv"]) if _plain(known["metrics.csv"]) else None
     if quality:
         log = pd.read_csv(known["metrics.csv"])
         rows = [("best FID", f"{quality['best_fid']:.2f}"), ("at step", f"{quality['best_step']:,}"),
@@ -98,20 +103,20 @@ def _train_run(place: Path, used: set[Path]) -> list[tuple[str, str]]:
         body.append(_table(rows))
     if grids:
         body.append(_figure(grids[-1], f"samples at step {_step(grids[-1]):,} (last)", "grid"))
-    if known["progress.gif"].exists():
+    if _plain(known["progress.gif"]):
         body.append(_figure(known["progress.gif"], "training progress, a frame per sample grid", "grid"))
     earlier = grids[:-1]
     body += [_figure(p, f"step {_step(p):,}", "grid small")
              for p in earlier[::max(1, math.ceil(len(earlier) / EARLIER_GRIDS))]]
     body += [_figure(known[n], caption) for n, caption in (("losses.png", "losses"), ("fid.png", "FID"))
-             if known[n].exists()]
+             if _plain(known[n])]
     return [("GAN training run", "".join(body))]
 
 
 def _evaluations(place: Path, used: set[Path]) -> list[tuple[str, str]]:
     """`digitgen evaluate --out X.json`: the samples' metrics beside the real floor's, and the label shares."""
     found = []
-    for path in sorted(place.glob("*.json")):
+    for path in sorted(filter(_plain, place.glob("*.json"))):
         result = _json(path)
         if not (result and "source" in result and all(isinstance(result.get(k), dict) for k in ("samples", "floor"))):
             continue
@@ -130,7 +135,7 @@ def _evaluations(place: Path, used: set[Path]) -> list[tuple[str, str]]:
 def _datasets(place: Path, used: set[Path]) -> list[tuple[str, str]]:
     """HDF5 synthetic datasets: attributes, class and confidence histograms, and the grid `digitgen show` drew."""
     found = []
-    for path in sorted([*place.glob("*.h5"), *place.glob("*.hdf5")]):
+    for path in sorted(filter(_plain, [*place.glob("*.h5"), *place.glob("*.hdf5")])):
         info = synthetic.summary(path)
         rows = [("rows", f"{info['rows']:,}"), *((k, _describe(v)) for k, v in info["attrs"].items()),
                 ("columns", ", ".join(f"{k} {dtype} {shape}" for k, (dtype, shape) in info["columns"].items())),
@@ -140,7 +145,7 @@ def _datasets(place: Path, used: set[Path]) -> list[tuple[str, str]]:
         body = _table(rows) + _chart([("class counts", [str(c) for c in range(10)], {"rows": info["class_counts"]}),
                                       ("confidence counts", bins, {"rows": info["confidence_counts"]})], "histograms")
         grid = path.with_suffix(".png")
-        if grid.exists():
+        if _plain(grid):
             used.add(grid)
             body += _figure(grid, grid.name, "grid")
         found.append((f"Synthetic dataset {path.name}", body))
@@ -150,16 +155,16 @@ def _datasets(place: Path, used: set[Path]) -> list[tuple[str, str]]:
 def _benchmark(place: Path, used: set[Path]) -> list[tuple[str, str]]:
     """`digitgen benchmark --out DIR`: report.md as HTML (summary.csv when it is missing) and accuracy.png."""
     md, csv, png = place / "report.md", place / "summary.csv", place / "accuracy.png"
-    if not any(p.exists() for p in (md, csv, png)):
+    if not any(_plain(p) for p in (md, csv, png)):
         return []
     used.add(png)
     body = ""
-    if md.exists():
+    if _plain(md):
         body = _markdown(md.read_text(encoding="utf-8"))
-    elif csv.exists():
+    elif _plain(csv):
         table = pd.read_csv(csv)
         body = _table(table.itertuples(index=False), tuple(table.columns))
-    if png.exists():
+    if _plain(png):
         body += _figure(png, "test accuracy against the synthetic ratio")
     return [("Augmentation benchmark", body)]
 
@@ -238,11 +243,18 @@ def _section(title: str, body: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>\n{body}\n</section>"
 
 
+def _plain(path: Path) -> bool:
+    """Only regular files inside the folder are read: a symlink could point out of it, a FIFO would hang."""
+    return path.is_file() and not path.is_symlink()
+
+
 def _json(path: Path) -> dict | None:
     """A JSON object, or None for a missing, unreadable or other-shaped file (not every .json is ours)."""
+    if not _plain(path):
+        return None
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

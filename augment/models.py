@@ -34,6 +34,8 @@ class GanSpec:
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise InputError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if not (1 <= self.nz <= 4096 and 1 <= self.g_width <= 1024 and 1 <= self.d_width <= 1024):  # before any weight
+            raise InputError("latent size must be in 1..4096 and widths in 1..1024")
 
     @staticmethod
     def preset(arch: str, **overrides) -> "GanSpec":

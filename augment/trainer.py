@@ -87,8 +87,6 @@ class GanConfig:
             (0 <= self.sample_every <= 10**9, f"sample-every must be in 0..10^9, got {self.sample_every}"),
             (0 <= self.r1 <= 1e6, f"r1 must be in 0..10^6, got {self.r1}"),
             (0 <= self.eval_every <= 1000, f"eval-every must be in 0..1000 epochs (0 turns it off), got {self.eval_every}"),
-            (1 <= self.spec.nz <= 4096 and 1 <= self.spec.g_width <= 1024 and 1 <= self.spec.d_width <= 1024,
-             "latent size must be in 1..4096 and widths in 1..1024"),
             (not self.spec.deep or self.spec.arch == "dcgan", "deep is an option of the dcgan architecture only"),
             (not self.labeller or (self.spec.conditional and self.n_real is not None),
              "--labeller labels the images outside the --n-real subset for a --conditional GAN: give both"),
@@ -125,9 +123,8 @@ class Outcome:
 def fid_summary(metrics_csv: Path) -> dict | None:
     """The best FID so far (and when), the floor, and the training minutes to first reach 10x the floor."""
     try:
-        log = pd.read_csv(metrics_csv)
-        log["fid"], log["floor"]
-    except (OSError, ValueError, KeyError):  # absent, empty (a kill before the first row), or not ours
+        log = pd.read_csv(metrics_csv)[["step", "minutes", "fid", "floor"]].astype(float).dropna()
+    except (OSError, ValueError, KeyError):  # absent, empty (a kill before the first row), damaged, or not ours
         return None
     if log.empty:
         return None
@@ -449,9 +446,13 @@ def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
     return _finish(run, stopped, message, start_time, start_step, bar, log)
 
 
-def _picture(path: Path) -> Image.Image:
-    with Image.open(path) as picture:  # closed at once: a long run has thousands of grids
-        return picture.copy()
+def _picture(path: Path) -> Image.Image | None:
+    """The grid, closed at once (a long run has thousands); None for a file that is not an image."""
+    try:
+        with Image.open(path) as picture:
+            return picture.copy()
+    except OSError:
+        return None
 
 
 def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) -> Outcome:
@@ -461,12 +462,14 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) 
         run.checkpoint()
     if run.step > start_step or stopped == "finished":
         plot_losses(run.folder / "losses.csv", run.folder / "losses.png")
-        if (run.folder / "metrics.csv").exists():
+        if fid_summary(run.folder / "metrics.csv"):  # a damaged log is not drawn
             plot_fid(run.folder / "metrics.csv", run.folder / "fid.png")
         grids = sorted((run.folder / "samples").glob("step_*.png"))
         frames = grids[::math.ceil(len(grids) / GIF_FRAMES)]
         frames += grids[-1:] if frames[-1] != grids[-1] else []
-        save_gif([_picture(p) for p in frames], run.folder / "progress.gif")
+        pictures = [p for p in map(_picture, frames) if p is not None]
+        if pictures:
+            save_gif(pictures, run.folder / "progress.gif")
     seconds = time.perf_counter() - start_time
     rate = (run.step - start_step) * run.config.batch_size / seconds if seconds else 0.0
     return Outcome(stopped, run.step, run.epoch, seconds, rate, run.folder, run.config, message,

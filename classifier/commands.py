@@ -9,7 +9,7 @@ from sklearn.metrics import confusion_matrix
 from classifier import checkpoint, mixing
 from classifier.train import TrainConfig, fit, predict_proba
 from data import mnist
-from data.errors import prepare_output
+from data.errors import InputError, prepare_output, refuse_existing
 from data.files import use_all_cores
 
 
@@ -41,7 +41,10 @@ def classify(n_real: int | None = None, synthetic: str | Path | None = None, rat
     out = Path(out)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps, augment=augment, seed=seed)
     config.check()
+    if out.suffix == ".json":
+        raise InputError(f"{out}: a checkpoint's .json is its sidecar: name the checkpoint .pt")
     prepare_output(out, overwrite)
+    refuse_existing(out.with_suffix(".json"), overwrite)  # the sidecar written beside it
     threads = use_all_cores()
     mix = mixing.build(mnist.load("train", dataset, data_dir), n_real, seed, synthetic, ratio, val_size)
     test = mnist.load("test", dataset, data_dir)

@@ -1,6 +1,8 @@
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +126,26 @@ def test_benchmark_without_a_pool_draws_one_from_the_bundled_generator(tmp_path)
     again = run("benchmark", "--sizes", 20, "--ratios", 1, "--seeds", 1, "--min-steps", 5, "--min-confidence", 0,
                 "--out", out)
     assert again.exit_code == 0 and "drawing a pool" not in again.output and len(again.output) > 0
+
+
+def test_classify_never_writes_over_a_json_it_did_not_write(tmp_path):
+    (tmp_path / "c.json").write_text("precious")
+    result = run("classify", "--n-real", 20, "--min-steps", 5, "--epochs", 1, "--out", tmp_path / "c.pt")
+    assert result.exit_code == 2 and "c.json already exists" in result.output
+    assert (tmp_path / "c.json").read_text() == "precious" and not (tmp_path / "c.pt").exists()
+    result = run("classify", "--n-real", 20, "--out", tmp_path / "x.json")
+    assert result.exit_code == 2 and "name the checkpoint .pt" in result.output
+
+
+def test_sigterm_during_generate_leaves_no_file_behind(tmp_path):
+    out = tmp_path / "g.h5"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "digitgen"), "generate", "--n", "500000",
+                             "--min-confidence", "0", "--out", str(out), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".g.h5.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no half file, no temporary, no lock

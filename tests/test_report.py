@@ -1,5 +1,6 @@
 """The HTML report: one self-contained page, checked in the HTML and by rendering it in headless Chromium."""
 
+import base64
 import json
 import os
 import re
@@ -131,3 +132,21 @@ def chromium(page: Path, tmp_path: Path, *options: str) -> str:
     command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                f"--user-data-dir={tmp_path / 'chromium'}", *options, page.as_uri()]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def test_links_fifos_and_damaged_files_are_skipped_not_followed(tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG not really: private bytes")
+    folder = tmp_path / "run"
+    (folder / "samples").mkdir(parents=True)
+    (folder / "leak.png").symlink_to(secret)
+    os.mkfifo(folder / "pipe.png")
+    (folder / "samples" / "step_abc.png").write_text("not a step")
+    (folder / "metrics.csv").write_text("step,epoch,minutes,fid,floor\n1,1,1,abc,2\n")
+    (folder / "e.json").write_text('{"source": "x", "samples": {"fid": "abc"}, "floor": {}}')
+    (folder / "deep.json").write_text("[" * 200_000)
+    (folder / "plain.png").write_bytes(b"\x89PNG a figure of the run")
+    page = write_report(folder).read_text()  # no hang on the FIFO, no traceback on the damaged files
+    assert base64.b64encode(secret.read_bytes()).decode() not in page  # the link out of the folder is not followed
+    assert base64.b64encode(b"\x89PNG a figure of the run").decode() in page and "pipe.png" not in page
+    assert "skipped: evaluations" in page and "best FID" not in page
