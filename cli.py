@@ -23,7 +23,8 @@ class OneLineErrors(TyperGroup):
     """Bad input of any kind (a usage error or an InputError) becomes one line on stderr and exit code 2."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
-        signal.signal(signal.SIGTERM, _as_interrupt)  # kill and timeout clean up as Ctrl-C does (train saves first)
+        for s in (signal.SIGINT, signal.SIGTERM):  # kill and timeout clean up as Ctrl-C does (train saves first)
+            signal.signal(s, _as_interrupt)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except (typer.TyperException, InputError) as e:
@@ -35,13 +36,17 @@ class OneLineErrors(TyperGroup):
                 raise
             typer.echo(f"error: {e.filename or 'output'}: {e.strerror}", err=True)
             sys.exit(2)
-        except typer.Abort:
-            typer.echo("interrupted", err=True)
-            sys.exit(130)
+        if _received:
+            typer.echo(f"interrupted by {signal.Signals(_received[0]).name}", err=True)
+            sys.exit(128 + _received[0])
         sys.exit(code if isinstance(code, int) else 0)
 
 
+_received = []  # the signal that ended a command: its exit status is 128 + its number, as a shell's would be
+
+
 def _as_interrupt(signum, frame):
+    _received.append(signum)
     raise KeyboardInterrupt
 
 
@@ -151,6 +156,8 @@ def train(
                + (", metrics.csv, fid.png" if q else ""))
     if result.stopped != "finished":
         typer.echo(f"continue with: digitgen train --out {out} --resume --epochs {result.config.epochs}")
+    if result.signal:
+        raise typer.Exit(128 + result.signal)
 
 
 @app.command()

@@ -19,7 +19,7 @@ from classifier import checkpoint as classifier_checkpoint
 from classifier import report
 from classifier.train import TrainConfig, evaluate as accuracy, predict_proba
 from data import mnist
-from data.errors import InputError, prepare_output
+from data.errors import InputError, check_folder_of, prepare_output
 from data.files import check_seed, lock_folder, resolve_device, use_all_cores, write_atomic
 from data.synthetic import load_synthetic
 
@@ -95,6 +95,8 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
     check_seed(seed)
     if out is not None:
         prepare_output(Path(out), overwrite)
+        if Path(out).resolve() in {source.resolve(), Path(labeller or source).resolve()}:
+            raise InputError(f"--out {out} is one of the inputs: the report would replace it")
     dev = resolve_device(device)
     use_all_cores()
     reference = classifier_checkpoint.load_reference().to(dev)
@@ -143,6 +145,7 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file: --out names the benchmark's folder")
+    check_folder_of(out)
     if seeds is not None and not 1 <= seeds <= 100:
         raise InputError(f"need 1..100 seeds, got {seeds}")
     given = {"sizes": sizes, "ratios": ratios, "seeds": None if seeds is None else tuple(range(seeds)),

@@ -50,6 +50,8 @@ def interpolate(generator: str | Path | None = None, out: str | Path = "runs/int
     out = Path(out)
     if out.suffix not in (".png", ".gif") or (digit_grid and out.suffix != ".png"):
         raise InputError(f"{out}: choose a .png or .gif output (a .png for --digit-grid)")
+    if digit_grid and digit is not None:
+        raise InputError("--digit-grid draws every digit: leave out --digit")
     prepare_output(out, overwrite)
     if not 1 <= rows <= 100 or not 2 <= steps <= 100:
         raise InputError("need --rows in 1..100 and --steps in 2..100")

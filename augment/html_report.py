@@ -19,7 +19,7 @@ import pandas as pd
 from augment.quality import METRIC_ROWS
 from augment.trainer import fid_summary
 from data import synthetic
-from data.errors import InputError
+from data.errors import InputError, prepare_output
 from data.files import write_atomic
 
 MIME = {".png": "image/png", ".gif": "image/gif"}
@@ -49,7 +49,7 @@ def write_report(folder: Path, out: Path | None = None, overwrite: bool = False)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")
     out = Path(out) if out else folder / "report.html"
-    synthetic.check_writable(out, overwrite)
+    prepare_output(out, overwrite)
     places = [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
     used: set[Path] = set()  # figures a section shows, so "Other figures" does not repeat them
     sections = []

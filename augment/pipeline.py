@@ -13,10 +13,10 @@ from augment.selection import Selection
 from classifier import checkpoint as classifier_checkpoint
 from classifier.train import pseudo_label
 from data import mnist
-from data.errors import InputError
+from data.errors import InputError, prepare_output
 from data.files import autocast, check_seed, device_of, resolve_device, sha256_of
 from data.pixels import to_uint8
-from data.synthetic import MAX_ROWS, SyntheticWriter, check_writable
+from data.synthetic import MAX_ROWS, SyntheticWriter
 
 MAX_DRAWS_PER_KEPT = 50  # bounded tries: give up after drawing this many images per image asked for
 
@@ -72,7 +72,7 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
              data_dir: Path | None = None, device: str = "cpu") -> Report:
     """agree_path: a second classifier that must give the same label; data_dir: MNIST, for --min-realism."""
     config.check()
-    check_writable(out, overwrite)
+    prepare_output(out, overwrite)
     dev = resolve_device(device)
     g, g_payload = load_generator(generator_path)
     g = g.to(dev)

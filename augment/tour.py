@@ -8,7 +8,7 @@ from augment.explore import interpolate
 from augment.html_report import write_report
 from augment.images import show
 from augment.pipeline import Report
-from data.errors import InputError
+from data.errors import InputError, check_folder_of
 
 SYNTHETIC = 20_000  # pseudo-labelled digits written to HDF5
 EVALUATED = 5_000  # samples behind the quality figures (CAS trains on them)
@@ -30,7 +30,8 @@ def demo(out: str | Path = "runs/demo", overwrite: bool = False, data_dir: str |
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise InputError(f"{out} exists and is not an empty folder: choose another --out, or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    check_folder_of(out)
+    out.mkdir(exist_ok=True)
     log(f"1/5 generate: {SYNTHETIC:,} digits from the bundled generator, labelled by the reference classifier")
     generated = commands.generate(out=out / "synthetic.h5", n=SYNTHETIC, overwrite=overwrite, data_dir=data_dir,
                                   device=device, progress=False)

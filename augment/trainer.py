@@ -32,7 +32,7 @@ from classifier.checkpoint import JUDGE_SHA256, REFERENCE_SHA256
 from classifier.checkpoint import load as load_classifier
 from classifier.train import pseudo_label
 from data import mnist
-from data.errors import InputError
+from data.errors import InputError, check_folder_of
 from data.files import (autocast, check_finite, check_seed, derived_seed, lock_folder, resolve_device, sha256_of,
                         write_atomic)
 from data.mnist import Digits
@@ -118,6 +118,7 @@ class Outcome:
     config: GanConfig
     message: str = ""
     quality: dict | None = None  # from fid_summary, when FID was measured
+    signal: int = 0  # the signal that interrupted it (SIGINT or SIGTERM); the CLI exits 128 + it
 
 
 def fid_summary(metrics_csv: Path) -> dict | None:
@@ -188,14 +189,19 @@ class GanRun:
         torch.set_rng_state(state["torch_rng"])
 
     def checkpoint(self) -> None:
-        """Save both files; a second Ctrl-C or SIGTERM during the save waits for it to end (see _Interrupts)."""
+        """checkpoint.pt is the run's one commit point, so it is written last: resuming rewrites the generator and
+        trims the logs to its step, so a kill at any instant costs at most the steps since. A second Ctrl-C or
+        SIGTERM during the save waits for it to end (see _Interrupts)."""
         _Interrupts.saving = True
         try:
+            self.write_generator()
             save_training(self.folder / "checkpoint.pt", self.state())
-            save_generator(self.folder / "generator.pt", self.config.spec, self.sampler().state_dict(),
-                           {"run": self.config.as_dict(), "step": self.step, "epoch": self.epoch})
         finally:
             _Interrupts.saving = False
+
+    def write_generator(self) -> None:
+        save_generator(self.folder / "generator.pt", self.config.spec, self.sampler().state_dict(),
+                       {"run": self.config.as_dict(), "step": self.step, "epoch": self.epoch})
 
     def sample_grid(self) -> None:
         g = self.sampler()
@@ -359,7 +365,8 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
         raise InputError(f"{folder} is a file: --out names the run's folder")
     if not resume and folder.exists() and any(not _temporary(p) for p in folder.iterdir()):
         raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
-    folder.mkdir(parents=True, exist_ok=True)
+    check_folder_of(folder)
+    folder.mkdir(exist_ok=True)
     lock = lock_folder(folder)
     try:
         run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every else None, dev)
@@ -388,6 +395,7 @@ def _restore(run: GanRun, state: dict) -> None:
         check_finite(path, state[part])
     _trim_csv(run.folder / "losses.csv", run.step)
     _trim_csv(run.folder / "metrics.csv", run.step)
+    run.write_generator()  # a kill between the two saves left it at another step
 
 
 def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) -> Outcome:
@@ -435,9 +443,9 @@ def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
                     run.sample_grid()
                 if run.probe and run.step % run.eval_steps == 0:
                     run.measure()
-                if interrupts.pressed or time.monotonic() > deadline:
-                    stopped = "interrupted" if interrupts.pressed else "time budget"
-                    return _finish(run, stopped, message, start_time, start_step, bar, log)
+                if interrupts.signal or time.monotonic() > deadline:
+                    stopped = "interrupted" if interrupts.signal else "time budget"
+                    return _finish(run, stopped, message, start_time, start_step, bar, log, signum=interrupts.signal)
             run.epoch += 1
             run.position = 0
             run.sample_grid()
@@ -455,7 +463,7 @@ def _picture(path: Path) -> Image.Image | None:
         return None
 
 
-def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) -> Outcome:
+def _finish(run, stopped, message, start_time, start_step, bar, log, save=True, signum=0) -> Outcome:
     bar.close()
     log.flush()
     if save:
@@ -473,7 +481,7 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True) 
     seconds = time.perf_counter() - start_time
     rate = (run.step - start_step) * run.config.batch_size / seconds if seconds else 0.0
     return Outcome(stopped, run.step, run.epoch, seconds, rate, run.folder, run.config, message,
-                   fid_summary(run.folder / "metrics.csv"))
+                   fid_summary(run.folder / "metrics.csv"), signum)
 
 
 class _Interrupts:
@@ -481,15 +489,15 @@ class _Interrupts:
     step, so the checkpoint holds whole steps only; a second one stops at once."""
 
     def __init__(self):
-        self.pressed = False
+        self.signal = 0
         self.active = threading.current_thread() is threading.main_thread()
 
     saving = False  # while a checkpoint is written, a second press only asks to stop: the save must finish
 
     def _handle(self, signum, frame):
-        if self.pressed and not _Interrupts.saving:
+        if self.signal and not _Interrupts.saving:
             raise KeyboardInterrupt
-        self.pressed = True
+        self.signal = signum
 
     def __enter__(self):
         if self.active:

@@ -49,8 +49,8 @@ class Conditional:
         run_dir = self.folder / f"n{size}-seed{seed}"
         semi = size < len(self.train)
         labeller_path = self.folder / f"n{size}-seed{seed}-labeller.pt"
+        self.folder.mkdir(parents=True, exist_ok=True)
         if semi and not labeller_path.exists():  # the first one stays: the GAN's labels came from it
-            self.folder.mkdir(parents=True, exist_ok=True)
             classifier_checkpoint.save(labeller_path, labeller, {"n_real": size, "seed": seed, "n_synthetic": 0,
                                                                  "val_size": mnist.VAL_SIZE, "dataset": self.dataset}, {})
         done = run_dir / "budget.json"  # written once the minutes are spent: a rerun draws from the same GAN

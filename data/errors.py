@@ -15,21 +15,37 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
         raise InputError(f"{path} already exists: pass --overwrite to replace it")
 
 
+HOMES = (Path("runs"), Path("data") / "synthetic")  # the default outputs' folders: made on first use
+
+
 def prepare_output(path: Path, overwrite: bool) -> None:
-    """Before any long work: the output may be replaced (or does not exist), and its folder exists (made if
-    missing) and is writable, so hours of training never end in an unwritable path."""
+    """Before any long work: the output file may be replaced (or does not exist) and can be written there, so
+    hours of work never end in an unwritable path."""
     refuse_existing(path, overwrite)
     if path.is_dir():
         raise InputError(f"{path} is a folder: name a file")
+    check_folder_of(path)
+
+
+def check_folder_of(path: Path) -> None:
+    """The folder that will hold `path` (a file, or a run's folder) exists and is writable. Only the defaults'
+    homes are made: a missing folder the user named is more likely a typo than a wish."""
+    if path in (Path("."), Path("/")):
+        raise InputError(f"--out {str(path)!r} names no file or folder of its own")
+    if path.is_dir():  # a run's or a sweep's folder that exists: what may go on in it is the command's to check
+        return
     parent = path.parent
     for above in (parent, *parent.parents):
         if above.exists():
             if not above.is_dir():
                 raise InputError(f"{above} is a file, so {path} cannot be written")
             break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"{parent}: cannot make this folder ({e.strerror})") from None
+    if parent in HOMES:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{parent}: cannot make this folder ({e.strerror})") from None
+    if not parent.is_dir():
+        raise InputError(f"{parent}: no such folder: make it first, or choose another --out")
     if not os.access(parent, os.W_OK):
         raise InputError(f"{parent}: not writable")

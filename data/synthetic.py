@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from h5py import h5a, h5d, h5l, h5o, h5z
 
-from data.errors import InputError, refuse_existing
+from data.errors import InputError, prepare_output
 from data.files import lock_output, remove_stale_temporaries
 from data.mnist import DEFAULT_DIRS
 
@@ -40,13 +40,6 @@ def tool_version() -> str:
         return "unknown"
 
 
-def check_writable(path: Path, overwrite: bool) -> None:
-    """Fail before any work if the output exists (and may not be replaced) or its folder is missing."""
-    refuse_existing(path, overwrite)
-    if not path.parent.is_dir():
-        raise InputError(f"{path.parent} is not a folder")
-
-
 class SyntheticWriter:
     """Append batches of labelled digits; `close()` publishes the file, an exception discards it.
 
@@ -60,7 +53,7 @@ class SyntheticWriter:
         missing = [k for k in CALLER_ATTRS if k not in attrs]
         if missing:
             raise ValueError(f"missing attributes: {missing}")
-        check_writable(self.path, overwrite)
+        prepare_output(self.path, overwrite)
         self.release = lock_output(self.path)
         remove_stale_temporaries(self.path)
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
