@@ -142,6 +142,8 @@ def train(
 
     result = run(out=out, resume=resume, epochs=epochs, max_minutes=max_minutes, device=device, data_dir=data_dir,
                  log=typer.echo, **options)
+    if not result.main:  # under torchrun, process 0 reports for all
+        raise typer.Exit(128 + result.signal if result.signal else 0)
     typer.echo(f"{result.stopped}: epoch {result.epoch}, step {result.step:,}, {result.seconds:.0f} s, "
                f"{result.images_per_s:,.0f} images/s")
     if result.stopped == "diverged":

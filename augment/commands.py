@@ -42,12 +42,14 @@ def train(out: str | Path = "runs/gan", resume: bool = False, epochs: int | None
     threads = use_all_cores()
     run = trainer.start(out, config, mnist.load("train", config.dataset, data_dir), resume, device)
     c = run.config
+    log = log if run.main else (lambda *_: None)
     images = f"{len(run.data):,} {c.dataset} images"
     if c.labeller:
         images = (f"{c.n_real:,} labelled + {len(run.data) - c.n_real:,} {c.dataset} images labelled by {c.labeller} "
                   f"at confidence >= {c.min_confidence}")
     log(f"{'resuming' if resume else 'training'} {c.spec.arch}{' conditional' if c.spec.conditional else ''} GAN on "
-        f"{images}: {run.steps_per_epoch:,} steps/epoch of {c.batch_size}, {c.epochs} epochs, from step {run.step:,} "
+        f"{images}: {run.steps_per_epoch:,} steps/epoch of {c.batch_size}"
+        f"{f' x {run.world} processes' if run.world > 1 else ''}, {c.epochs} epochs, from step {run.step:,} "
         f"({threads} threads, {run.dev}) -> {out}")
     return trainer.train(run, max_minutes, progress)
 

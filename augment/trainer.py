@@ -3,6 +3,9 @@
 Exact resume: each epoch's shuffle is a pure function of (seed, epoch), the noise comes from a
 generator whose state is saved, and a checkpoint records the step inside the epoch, so a run
 stopped anywhere and resumed ends with the same weights as one that never stopped.
+
+Under torchrun, each process trains on its slice of every global batch (W processes x --batch-size), the
+gradients are averaged by DistributedDataParallel, and process 0 alone writes the folder.
 """
 
 import copy
@@ -19,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from PIL import Image
 from tqdm import tqdm
 
@@ -31,7 +35,7 @@ from augment.tracking import FidProbe
 from classifier.checkpoint import JUDGE_SHA256, REFERENCE_SHA256
 from classifier.checkpoint import load as load_classifier
 from classifier.train import pseudo_label
-from data import mnist
+from data import distributed, mnist
 from data.errors import InputError, check_folder_of
 from data.files import (autocast, check_finite, check_seed, derived_seed, lock_folder, resolve_device, sha256_of,
                         write_atomic)
@@ -119,6 +123,7 @@ class Outcome:
     message: str = ""
     quality: dict | None = None  # from fid_summary, when FID was measured
     signal: int = 0  # the signal that interrupted it (SIGINT or SIGTERM); the CLI exits 128 + it
+    main: bool = True  # False in torchrun's other processes, which train but write and print nothing
 
 
 def fid_summary(metrics_csv: Path) -> dict | None:
@@ -146,6 +151,11 @@ class GanRun:
         layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.g, self.d = (m.to(device, memory_format=layout) for m in (Generator(spec), Discriminator(spec)))
         self.g_ema = copy.deepcopy(self.g).eval() if config.ema else None
+        self.rank, self.world = distributed.rank(), distributed.world()
+        self.main = self.rank == 0  # the one process that writes the folder
+        self.G, self.D = (self.g, self.d) if self.world == 1 else (
+            DistributedDataParallel(m, device_ids=[device.index or 0] if device.type == "cuda" else None)
+            for m in (self.g, self.d))
         self.opt_g = torch.optim.Adam(self.g.parameters(), config.lr_g, betas=(config.beta1, config.beta2))
         self.opt_d = torch.optim.Adam(self.d.parameters(), config.lr_d, betas=(config.beta1, config.beta2))
         self.noise = torch.Generator().manual_seed(derived_seed(config.seed, 1))
@@ -158,7 +168,7 @@ class GanRun:
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.data) // self.config.batch_size
+        return len(self.data) // (self.config.batch_size * self.world)
 
     @property
     def eval_steps(self) -> int:
@@ -173,7 +183,7 @@ class GanRun:
             "g_ema": self.g_ema.state_dict() if self.g_ema is not None else None,
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "step": self.step, "epoch": self.epoch, "position": self.position, "seconds": self.seconds,
-            "noise_rng": self.noise.get_state(), "torch_rng": torch.get_rng_state(),
+            "noise_rng": self.noise.get_state(), "torch_rng": torch.get_rng_state(), "world": self.world,
         }
 
     def restore(self, state: dict) -> None:
@@ -184,6 +194,8 @@ class GanRun:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        # Saved by another number of processes: go on from the same image of the epoch (or just before it).
+        self.position = self.position * state.get("world", 1) // self.world
         self.seconds = state.get("seconds", 0.0)
         self.noise.set_state(state["noise_rng"])
         torch.set_rng_state(state["torch_rng"])
@@ -192,6 +204,8 @@ class GanRun:
         """checkpoint.pt is the run's one commit point, so it is written last: resuming rewrites the generator and
         trims the logs to its step, so a kill at any instant costs at most the steps since. A second Ctrl-C or
         SIGTERM during the save waits for it to end (see _Interrupts)."""
+        if not self.main:
+            return
         _Interrupts.saving = True
         try:
             self.write_generator()
@@ -204,6 +218,8 @@ class GanRun:
                        {"run": self.config.as_dict(), "step": self.step, "epoch": self.epoch})
 
     def sample_grid(self) -> None:
+        if not self.main:
+            return
         g = self.sampler()
         was_training = g.training
         g.eval()
@@ -216,6 +232,8 @@ class GanRun:
     def measure(self) -> None:
         """Append the sampling generator's FID to metrics.csv, once per step, in the columns the file
         already has (a run begun by an older version lacks class_gap)."""
+        if not self.main:
+            return
         path = self.folder / "metrics.csv"
         fields, steps = METRIC_FIELDS, []
         if path.exists() and path.stat().st_size:
@@ -236,17 +254,21 @@ class GanRun:
             derived_seed(self.config.seed * 100_003, self.epoch)))
 
     def train_step(self, idx: torch.Tensor) -> dict:
+        """One D and one G update on the global batch idx, of which this process takes its slice."""
         cfg = self.config
         dev = self.dev
+        mine = slice(self.rank * cfg.batch_size, (self.rank + 1) * cfg.batch_size)
+        idx = idx[mine]
         real = to_model(self.data.images[idx]).to(dev)
         y = self.data.labels[idx].to(dev) if cfg.spec.conditional else None
-        z = torch.randn(len(idx), cfg.spec.nz, generator=self.noise).to(dev)  # CPU noise: the same on any device
+        # CPU noise, drawn for the global batch: the same on any device and in any number of processes
+        z = torch.randn(len(idx) * self.world, cfg.spec.nz, generator=self.noise)[mine].to(dev)
         seen = (lambda x: diff_augment(x, self.noise)) if cfg.diffaug else (lambda x: x)
         penalise = cfg.r1 > 0 and self.step % R1_EVERY == 0
         with autocast(dev):
-            fake = self.g(z, y)
+            fake = self.G(z, y)
             real = seen(real)
-            d_real, d_fake = self.d(real.requires_grad_(penalise), y), self.d(seen(fake.detach()), y)
+            d_real, d_fake = self.D(real.requires_grad_(penalise), y), self.D(seen(fake.detach()), y)
             if cfg.loss == "bce":
                 d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                           + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
@@ -258,7 +280,7 @@ class GanRun:
         self.opt_d.step()
 
         with autocast(dev):
-            g_out = self.d(seen(fake), y)
+            g_out = self.d(seen(fake), y)  # not through DDP: D's gradients from this pass are thrown away
             g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out)) if cfg.loss == "bce" else -g_out.mean()
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -354,6 +376,9 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
     """A fresh run in an empty (or new) folder, or, resuming, the run saved there (config from resumed_config)."""
     config.check()
     dev = resolve_device(device)
+    distributed.join(dev)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", torch.cuda.current_device())  # under torchrun, this process's own GPU
     if config.labeller and not config.labeller_sha256:
         _check_labeller(config)
         config = GanConfig(**{**config.__dict__, "labeller": str(Path(config.labeller).resolve()),
@@ -361,15 +386,18 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
     data = training_set(train_set, config)
     if len(data) < config.batch_size:
         raise InputError(f"batch size {config.batch_size} is larger than the {len(data)} training images")
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{folder} is a file: --out names the run's folder")
-    if not resume and folder.exists() and any(not _temporary(p) for p in folder.iterdir()):
-        raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
-    check_folder_of(folder)
-    folder.mkdir(exist_ok=True)
-    lock = lock_folder(folder)
+    main = distributed.rank() == 0
+    if main:
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder} is a file: --out names the run's folder")
+        if not resume and folder.exists() and any(not _temporary(p) for p in folder.iterdir()):
+            raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
+        check_folder_of(folder)
+        folder.mkdir(exist_ok=True)
+    lock = lock_folder(folder) if main else os.open(os.devnull, os.O_RDONLY)
+    distributed.barrier()  # the other processes go on once the folder is checked and held
     try:
-        run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every else None, dev)
+        run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every and main else None, dev)
         if resume:
             _restore(run, load_training(folder / "checkpoint.pt"))
     except BaseException:
@@ -393,9 +421,10 @@ def _restore(run: GanRun, state: dict) -> None:
                          f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     for part in ("g", "d"):
         check_finite(path, state[part])
-    _trim_csv(run.folder / "losses.csv", run.step)
-    _trim_csv(run.folder / "metrics.csv", run.step)
-    run.write_generator()  # a kill between the two saves left it at another step
+    if run.main:
+        _trim_csv(run.folder / "losses.csv", run.step)
+        _trim_csv(run.folder / "metrics.csv", run.step)
+        run.write_generator()  # a kill between the two saves left it at another step
 
 
 def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) -> Outcome:
@@ -405,6 +434,7 @@ def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) 
         return _loop(run, max_minutes, progress)
     finally:
         run.release()
+        distributed.leave()
 
 
 def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
@@ -412,8 +442,9 @@ def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
     total = cfg.epochs * per_epoch
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
     start_time, start_step = time.perf_counter(), run.step
-    log = _CsvLog(run.folder / "losses.csv")
-    bar = tqdm(total=total, initial=run.step, desc="gan", unit="step", disable=None if progress else True)
+    log = _CsvLog(run.folder / "losses.csv" if run.main else None)
+    bar = tqdm(total=total, initial=run.step, desc="gan", unit="step", disable=None if progress and run.main else True)
+    batch = cfg.batch_size * run.world  # the global batch, of which each process takes its slice
     stopped, message = "finished", ""
     with _Interrupts() as interrupts:
         if run.step == 0:
@@ -424,18 +455,21 @@ def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
         while run.epoch < cfg.epochs:
             order = run.epoch_order()
             while run.position < per_epoch:
-                idx = order[run.position * cfg.batch_size:(run.position + 1) * cfg.batch_size]
                 tick = time.perf_counter()
-                losses = run.train_step(idx)
+                losses = run.train_step(order[run.position * batch:(run.position + 1) * batch])
                 run.seconds += time.perf_counter() - tick
-                if not all(math.isfinite(v) and abs(v) < EXPLODED for v in (losses["d_loss"], losses["g_loss"])):
+                diverged = not all(math.isfinite(v) and abs(v) < EXPLODED for v in (losses["d_loss"], losses["g_loss"]))
+                # Every process stops at the same step, whichever of them saw the reason.
+                signum, late, diverged = distributed.largest(
+                    [interrupts.signal, time.monotonic() > deadline, diverged], run.dev)
+                if diverged:
                     stopped = "diverged"
                     message = (f"losses diverged at step {run.step + 1} (D {losses['d_loss']:.3g}, G {losses['g_loss']:.3g}); "
                                f"kept the last good checkpoint {run.folder / 'checkpoint.pt'}: try lower learning rates")
                     return _finish(run, stopped, message, start_time, start_step, bar, log, save=False)
                 run.step += 1
                 run.position += 1
-                rate = (run.step - start_step) * cfg.batch_size / (time.perf_counter() - start_time)
+                rate = (run.step - start_step) * batch / (time.perf_counter() - start_time)
                 log.add(run.step, run.epoch + 1, losses, rate)
                 bar.update()
                 bar.set_postfix(d=f"{losses['d_loss']:.3f}", g=f"{losses['g_loss']:.3f}", img_s=f"{rate:.0f}")
@@ -443,9 +477,9 @@ def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
                     run.sample_grid()
                 if run.probe and run.step % run.eval_steps == 0:
                     run.measure()
-                if interrupts.signal or time.monotonic() > deadline:
-                    stopped = "interrupted" if interrupts.signal else "time budget"
-                    return _finish(run, stopped, message, start_time, start_step, bar, log, signum=interrupts.signal)
+                if signum or late:
+                    stopped = "interrupted" if signum else "time budget"
+                    return _finish(run, stopped, message, start_time, start_step, bar, log, signum=signum)
             run.epoch += 1
             run.position = 0
             run.sample_grid()
@@ -468,7 +502,7 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True, 
     log.flush()
     if save:
         run.checkpoint()
-    if run.step > start_step or stopped == "finished":
+    if run.main and (run.step > start_step or stopped == "finished"):
         plot_losses(run.folder / "losses.csv", run.folder / "losses.png")
         if fid_summary(run.folder / "metrics.csv"):  # a damaged log is not drawn
             plot_fid(run.folder / "metrics.csv", run.folder / "fid.png")
@@ -479,9 +513,9 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True, 
         if pictures:
             save_gif(pictures, run.folder / "progress.gif")
     seconds = time.perf_counter() - start_time
-    rate = (run.step - start_step) * run.config.batch_size / seconds if seconds else 0.0
+    rate = (run.step - start_step) * run.config.batch_size * run.world / seconds if seconds else 0.0
     return Outcome(stopped, run.step, run.epoch, seconds, rate, run.folder, run.config, message,
-                   fid_summary(run.folder / "metrics.csv"), signum)
+                   fid_summary(run.folder / "metrics.csv"), signum, run.main)
 
 
 class _Interrupts:
@@ -513,7 +547,7 @@ class _Interrupts:
 class _CsvLog:
     """Mean losses every LOG_EVERY steps, appended to losses.csv."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | None):  # None: another process writes the log
         self.path, self.rows, self.acc = path, [], []
 
     def add(self, step: int, epoch: int, losses: dict, rate: float) -> None:
@@ -524,13 +558,15 @@ class _CsvLog:
             self.acc = []
 
     def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if self.path is None:
+            return
         new = not self.path.exists()
         with open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, CSV_FIELDS)
             if new:
                 writer.writeheader()
-            writer.writerows(self.rows)
-        self.rows = []
+            writer.writerows(rows)
 
 
 def _trim_csv(path: Path, step: int) -> None:

@@ -124,8 +124,9 @@ def check_finite(path: str | Path, state_dict: dict) -> None:
 
 
 def use_all_cores() -> int:
-    """torch may default to fewer threads than the cores this process may use."""
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    """torch may default to fewer threads than the cores this process may use (shared with the other processes
+    torchrun started on this machine)."""
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     return torch.get_num_threads()
 
 

@@ -71,6 +71,12 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["benchmark", "--out", "afile"], "afile is a file: --out names the benchmark's folder"),
     (["generate", "--out", "afile/s.h5"], "afile is a file"),
     (["evaluate", "--out", "afile/e.json"], "afile is a file"),
+    (["evaluate", "afile", "--out", "afile", "--overwrite"], "--out afile is one of the inputs"),
+    (["classify", "--n-real", "10", "--out", "missing/c.pt"], "missing: no such folder"),
+    (["generate", "--out", "missing/s.h5"], "missing: no such folder"),
+    (["train", "--out", "missing/run"], "missing: no such folder"),
+    (["benchmark", "--out", ""], "--out '.' names no file or folder of its own"),
+    (["interpolate", "--digit-grid", "--digit", "3"], "--digit-grid draws every digit: leave out --digit"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, args, expected):
     monkeypatch.chdir(tmp_path)
@@ -80,6 +86,8 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, args, expe
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and result.output.count("\n") == 1 and expected in result.output
     assert not (tmp_path / "nowhere").exists()  # a misspelt --data-dir is not created
+    assert not (tmp_path / "missing").exists()  # nor a misspelt output folder
+    assert (tmp_path / "afile").read_text() == "in the way"
 
 
 def test_info_prints_attributes_and_histogram(synthetic_file, test_digits):

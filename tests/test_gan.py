@@ -218,6 +218,26 @@ def test_sigkill_at_random_instants_loses_nothing_and_resume_stays_exact(tmp_pat
     assert not list(out.glob(".*.tmp"))  # what the kills left was cleaned up
 
 
+def test_two_processes_train_a_run_that_one_process_resumes_from_the_same_image(tmp_path):
+    """Under torchrun (gloo), each process takes half of every global batch and process 0 alone writes; a
+    checkpoint saved mid-epoch by 2 processes resumes in 1 at the same image of the epoch."""
+    out = tmp_path / "run"
+    args = ["cli.py", "train", "--out", str(out), "--n-real", "400", "--batch-size", "10", "--nz", "8", "--g-width", "8",
+            "--d-width", "8", "--eval-every", "0", "--device", "cpu", "--epochs", "1"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", *args,
+                          "--max-minutes", "1e-9"], cwd=ROOT, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("20 steps/epoch of 10 x 2 processes") == 1  # 400 images / (2 x 10); one report
+    assert "time budget: epoch 0, step 1," in two.stdout
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert (saved["step"], saved["position"], saved["world"]) == (1, 1, 2)
+    one = subprocess.run([sys.executable, *args, "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert "40 steps/epoch of 10," in one.stdout and "from step 1 " in one.stdout
+    assert "finished: epoch 1, step 39," in one.stdout  # the 20 images already seen are not seen again this epoch
+    assert load_generator(out / "generator.pt")[1]["info"]["step"] == 39
+
+
 def test_fid_is_tracked_during_training_and_survives_resume(tmp_path, train):
     config = trainer.GanConfig(**{**TINY.__dict__, "n_real": 128, "eval_every": 0.5, "sample_every": 0})  # 4 steps/epoch
     folder = tmp_path / "run"

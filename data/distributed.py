@@ -1,0 +1,43 @@
+"""The processes torchrun starts: which one this is, and the few collective steps they share. A plain run is
+process 0 of 1, and every function here is then a no-op."""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def join(device: torch.device) -> None:
+    """Join the group torchrun describes in the environment: NCCL between GPUs, gloo between CPU processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def largest(values: list[int], device: torch.device) -> list[int]:
+    """Each value's largest over the processes: how they agree to stop at the same step (a signal, a time
+    budget or a divergence seen by any one of them)."""
+    if world() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def barrier() -> None:
+    if world() > 1:
+        dist.barrier()
