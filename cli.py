@@ -289,6 +289,8 @@ def benchmark(
                                       "(cached in OUT/gans); 0 leaves it out."),
     min_realism: float = typer.Option(0.0, help="Add the filtered variant: the pool's samples with at least this "
                                       "realism score in the labeller's features; 0 leaves it out."),
+    jobs: int = typer.Option(1, help="(size, seed) cells trained at once, each in its own process with its share of the "
+                             "cores; the rows are the same as one at a time."),
     out: Path = typer.Option(Path("runs/benchmark"), help="Folder for rows.csv, summary.csv, report.md, accuracy.png."),
     overwrite: bool = typer.Option(False, help="Start afresh, discarding the rows already in --out."),
     data_dir: Optional[Path] = DataDir,
@@ -305,7 +307,7 @@ def benchmark(
     r = run(synthetic=synthetic, out=out, sizes=sizes and _numbers(sizes, int, "sizes"),
             ratios=ratios and _numbers(ratios, float, "ratios"), seeds=seeds, relabel_rounds=relabel_rounds,
             min_confidence=min_confidence, min_steps=min_steps, quick=quick, gan_minutes=gan_minutes,
-            min_realism=min_realism, overwrite=overwrite, data_dir=data_dir, device=device, on_row=show_row,
+            min_realism=min_realism, jobs=jobs, overwrite=overwrite, data_dir=data_dir, device=device, on_row=show_row,
             log=typer.echo)
     typer.echo(r.markdown)
     typer.echo(f"{len(r.rows)} rows, {time.perf_counter() - start:.0f} s this run; wrote {out}/rows.csv, summary.csv, "

@@ -138,7 +138,7 @@ class Benchmark:
 def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/benchmark", sizes=None, ratios=None,
               seeds: int | None = None, relabel_rounds: int = 0, min_confidence: float = 0.9,
               min_steps: int | None = None, quick: bool = False, gan_minutes: float = 0.0, min_realism: float = 0.0,
-              overwrite: bool = False, data_dir: str | Path | None = None, device: str = "auto",
+              jobs: int = 1, overwrite: bool = False, data_dir: str | Path | None = None, device: str = "auto",
               on_row=lambda row: None, log=print) -> Benchmark:
     """Sweep real sizes x augmentations x seeds, each classifier tested on real test; rows already in `out` are
     kept. Without a pool, one is drawn from the bundled generator into `out`/pool.h5 (and reused).
@@ -148,6 +148,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file: --out names the benchmark's folder")
     check_folder_of(out)
+    if not 1 <= jobs <= 64:
+        raise InputError(f"jobs must be in 1..64, got {jobs}")
     if seeds is not None and not 1 <= seeds <= 100:
         raise InputError(f"need 1..100 seeds, got {seeds}")
     given = {"sizes": sizes, "ratios": ratios, "seeds": None if seeds is None else tuple(range(seeds)),
@@ -185,7 +187,7 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     lock = lock_folder(out)  # a second sweep appending to the same rows.csv would count seeds twice
     try:
         rows = sweeps.run(sweep, Path(synthetic), train_set, test, out, dataset, on_row, overwrite, device, sources,
-                          settings)
+                          settings, jobs)
         table = report.summarise(rows)
         text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test), settings))
         write_atomic(out / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))

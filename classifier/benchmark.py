@@ -5,6 +5,8 @@ the same number of optimiser steps (its real-only budget), whatever is mixed in.
 CSV as they finish, so an interrupted sweep resumes where it stopped."""
 
 import json
+import os
+import queue
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -189,10 +191,11 @@ class _Cell:
 
 def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path, dataset: str,
         on_row=lambda row: None, overwrite: bool = False, device: str = "cpu", sources: dict | None = None,
-        settings: dict | None = None) -> pd.DataFrame:
+        settings: dict | None = None, jobs: int = 1) -> pd.DataFrame:
     """Run every row of the sweep not yet in folder/rows.csv (overwrite: discard them first, once every
     input has been checked); returns all rows. sources: more extra images than the pool's, by name: each
-    (size, seed, labeller) -> (images, the classes asked for or None); settings: what they depend on."""
+    (size, seed, labeller) -> (images, the classes asked for or None); settings: what they depend on.
+    jobs: (size, seed) cells trained at once, each in its own process; this one alone writes rows.csv."""
     sweep.check(len(train))
     pool = load_synthetic(pool_path).images
     need = round(max(sweep.ratios) * max(sweep.sizes))
@@ -211,8 +214,58 @@ def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path
         done.add((row["size"], row["variant"], row["ratio"], row["seed"]))
         on_row(row)
 
-    for size in sweep.sizes:
-        for seed in sweep.seeds:
-            _Cell(sweep, size, seed, train, test, pool, done, record, device).run(
-                {"synthetic": lambda *_: (pool, None), **(sources or {})})
+    cells = [(size, seed) for size in sweep.sizes for seed in sweep.seeds]
+    shared = (sweep, train, test, pool, frozenset(done), device, sources or {})
+    if jobs == 1:
+        for cell in cells:
+            _run_cell(*shared, *cell, record)
+    else:
+        _in_parallel(jobs, cells, shared, record)
     return pd.read_csv(csv)
+
+
+def _run_cell(sweep, train, test, pool, done, device, sources, size, seed, record) -> int:
+    """One (size, seed) cell's missing rows; returns how many it recorded."""
+    recorded = []
+
+    def counted(row: dict) -> None:
+        recorded.append(row)
+        record(row)
+    _Cell(sweep, size, seed, train, test, pool, set(done), counted, device).run(
+        {"synthetic": lambda *_: (pool, None), **sources})
+    return len(recorded)
+
+
+def _in_parallel(jobs: int, cells: list, shared: tuple, record) -> None:
+    """The cells in a pool of spawned processes (a fork would inherit torch's thread pool half-made), each with
+    its share of the cores; their rows come back through a queue as they finish, so a kill keeps them."""
+    ctx = torch.multiprocessing.get_context("spawn")
+    rows = ctx.Queue()
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    with ctx.Pool(jobs, _start_worker, (shared, rows, threads)) as workers:
+        pending = [workers.apply_async(_worker_cell, cell) for cell in cells]
+        expected, received = None, 0
+        while expected is None or received < expected:
+            try:
+                record(rows.get(timeout=0.5))
+                received += 1
+            except queue.Empty:
+                pass
+            if expected is None and all(p.ready() for p in pending):
+                expected = sum(p.get() for p in pending)  # re-raises a cell's error here
+            elif expected is None:
+                for p in pending:
+                    if p.ready() and not p.successful():
+                        p.get()
+
+
+_WORKER = {}  # in each spawned process: what every cell shares, and the queue its rows go back by
+
+
+def _start_worker(shared: tuple, rows, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(shared=shared, rows=rows)
+
+
+def _worker_cell(size: int, seed: int) -> int:
+    return _run_cell(*_WORKER["shared"], size, seed, _WORKER["rows"].put)

@@ -1,3 +1,4 @@
+import os
 from dataclasses import replace
 
 import pandas as pd
@@ -46,6 +47,24 @@ def test_sweep_writes_every_row_and_resumes_only_what_is_missing(tmp_path, small
     key = ["size", "variant", "ratio", "seed"]
     merged = full.merge(again, on=key, suffixes=("", "_again"))
     assert (merged.accuracy == merged.accuracy_again).all()
+
+
+def test_two_jobs_record_the_rows_one_job_records(tmp_path, small):
+    train, test, pool_digits = small
+    pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
+    sweep = replace(TINY, ratios=(1.0,), relabel_rounds=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // 2))  # as each of 2 jobs: sums in the same order
+    try:
+        serial = benchmark.run(sweep, pool, train, test, tmp_path / "serial", "mnist")
+    finally:
+        torch.set_num_threads(threads)
+    seen = []
+    parallel = benchmark.run(sweep, pool, train, test, tmp_path / "parallel", "mnist", on_row=seen.append, jobs=2)
+    key = ["size", "variant", "ratio", "seed"]
+    a, b = (rows.sort_values(key).reset_index(drop=True).drop(columns="seconds") for rows in (serial, parallel))
+    assert len(seen) == len(b) == 5 * len(sweep.seeds)  # real, classical, synthetic, +classical, pseudo-real
+    pd.testing.assert_frame_equal(a, b)
 
 
 def test_a_different_sweep_in_the_same_folder_is_refused(tmp_path, small):
