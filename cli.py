@@ -179,6 +179,8 @@ def generate(
     save_latents: bool = typer.Option(False, help="Also store the noise that drew each image."),
     seed: int = typer.Option(0, help="Same seed, same images, labels and order."),
     batch_size: int = typer.Option(1000, help="Images drawn per batch."),
+    merge: str = typer.Option("vds", help="Under torchrun: join the processes' shards as an HDF5 virtual dataset over "
+                              "them (they stay beside --out) or as a copy (they are removed)."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
     data_dir: Optional[Path] = DataDir,
     device: str = Device,
@@ -188,7 +190,9 @@ def generate(
 
     r = run(generator=generator, labeller=labeller, out=out, n=n, min_confidence=min_confidence, min_realism=min_realism,
             agree=agree, balance=balance, digit=digit, save_latents=save_latents, seed=seed, batch_size=batch_size,
-            overwrite=overwrite, data_dir=data_dir, device=device)
+            overwrite=overwrite, data_dir=data_dir, device=device, merge=merge)
+    if not r.main:  # under torchrun, process 0 reports for all
+        return
     typer.echo(f"wrote {out}: {r.kept:,} images, {r.kept / r.seconds:,.0f} images/s written")
     tests = [f"confidence >= {min_confidence}"] + [f"realism >= {min_realism}"] * bool(min_realism) + [f"agreement with {agree}"] * bool(agree)
     typer.echo(f"kept {r.kept:,} of {r.drawn:,} drawn ({r.kept / r.drawn:.1%}) at {', '.join(tests)}")

@@ -58,10 +58,11 @@ def generate(generator: str | Path | None = None, labeller: str | Path | None = 
              out: str | Path = "data/synthetic/synthetic.h5", n: int = 10000, min_confidence: float = 0.9,
              min_realism: float = 0.0, agree: str | Path | None = None, balance: bool = False, digit: int | None = None,
              save_latents: bool = False, seed: int = 0, batch_size: int = 1000, overwrite: bool = False,
-             data_dir: str | Path | None = None, device: str = "auto", progress: bool = True) -> Report:
+             data_dir: str | Path | None = None, device: str = "auto", progress: bool = True, merge: str = "vds") -> Report:
     """Draw digits (default: the bundled generator; the bundled conditional one for --balance or --digit, which asks
     for classes instead of rejecting draws), label them (default: the pinned reference classifier), keep those
-    passing the filters, and write an HDF5 synthetic dataset."""
+    passing the filters, and write an HDF5 synthetic dataset (under torchrun: one shard per process, joined by
+    `merge`, vds or copy, into the file one process writes)."""
     config = GenerateConfig(n=n, min_confidence=min_confidence, min_realism=min_realism, balance=balance, seed=seed,
                             batch_size=batch_size, save_latents=save_latents, digit=digit)
     config.check()
@@ -70,7 +71,7 @@ def generate(generator: str | Path | None = None, labeller: str | Path | None = 
     use_all_cores()
     generator = generator or (BUNDLED_CONDITIONAL if balance or digit is not None else BUNDLED)
     return run_pipeline(Path(generator), Path(labeller or classifier_checkpoint.REFERENCE), out, config,
-                        overwrite, progress, Path(agree) if agree else None, data_dir, device)
+                        overwrite, progress, Path(agree) if agree else None, data_dir, device, merge)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """generate -> label -> HDF5: draw digits, pseudo-label them, keep the confident ones, write the file."""
 
+import itertools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,11 +13,11 @@ from augment.checkpoint import load_generator
 from augment.selection import Selection
 from classifier import checkpoint as classifier_checkpoint
 from classifier.train import pseudo_label
-from data import mnist
+from data import distributed, mnist
 from data.errors import InputError, prepare_output
 from data.files import autocast, check_seed, device_of, resolve_device, sha256_of
 from data.pixels import to_uint8
-from data.synthetic import MAX_ROWS, SyntheticWriter
+from data.synthetic import MAX_ROWS, SyntheticWriter, join_shards, shard_path
 
 MAX_DRAWS_PER_KEPT = 50  # bounded tries: give up after drawing this many images per image asked for
 
@@ -54,6 +55,7 @@ class Report:
     class_counts: list[int]
     agreement: float | None  # conditional: how often the labeller agrees with the requested class
     failed: dict  # drawn images failing each test: confidence, realism, agreement with --agree
+    main: bool = True  # False in torchrun's other processes, whose shards process 0 joined
 
 
 def targets(config: GenerateConfig) -> np.ndarray | None:
@@ -69,11 +71,22 @@ def targets(config: GenerateConfig) -> np.ndarray | None:
 
 def generate(generator_path: Path, labeller_path: Path, out: Path, config: GenerateConfig,
              overwrite: bool = False, progress: bool = True, agree_path: Path | None = None,
-             data_dir: Path | None = None, device: str = "cpu") -> Report:
-    """agree_path: a second classifier that must give the same label; data_dir: MNIST, for --min-realism."""
+             data_dir: Path | None = None, device: str = "cpu", merge: str = "vds") -> Report:
+    """agree_path: a second classifier that must give the same label; data_dir: MNIST, for --min-realism.
+
+    The draws are a fixed sequence of batches, each a pure function of (seed, its index). Under torchrun, each
+    of W processes draws every W-th batch into its own shard beside `out`; all of them apply the one keep rule
+    to every batch in sequence order, so process 0 can join the shards (merge: a virtual dataset over them, or
+    a copy) into the very file a single process writes."""
     config.check()
+    if merge not in MERGES:
+        raise InputError(f"merge must be one of {', '.join(MERGES)}, got {merge!r}")
     prepare_output(out, overwrite)
     dev = resolve_device(device)
+    distributed.join(dev)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", torch.cuda.current_device())  # under torchrun, this process's own GPU
+    rank, world = distributed.rank(), distributed.world()
     g, g_payload = load_generator(generator_path)
     g = g.to(dev)
     labeller = classifier_checkpoint.load(labeller_path)[0].to(dev)
@@ -88,7 +101,6 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     real = mnist.load("train", dataset, data_dir) if config.min_realism else None
     select = Selection(config.min_realism, second, real)
     spec = g.spec
-    quota = targets(config)
     attrs = {
         "dataset": dataset,
         "generator_sha256": sha256_of(generator_path),
@@ -98,44 +110,91 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
                    "agree": str(agree_path) if agree_path else None,
                    "agree_sha256": sha256_of(agree_path) if agree_path else None},
     }
-    noise = torch.Generator().manual_seed(config.seed)
-    counts, drawn, agree = np.zeros(10, np.int64), 0, 0
-    max_drawn = MAX_DRAWS_PER_KEPT * config.n
+    shards = [out] if world == 1 else [shard_path(out, r, world) for r in range(world)]
+    tally, layout = _Tally(config, len(select.tests)), []  # layout: (process, rows kept) per batch, in order
     start = time.perf_counter()
-    bar = tqdm(total=config.n, desc="generate", unit="img", disable=None if progress else True)
-    with SyntheticWriter(out, attrs, nz=spec.nz if config.save_latents else None,
+    bar = tqdm(total=config.n, desc="generate", unit="img", disable=None if progress and rank == 0 else True)
+    with SyntheticWriter(shards[rank], attrs, nz=spec.nz if config.save_latents else None,
                          conditional=spec.conditional, overwrite=overwrite) as writer, torch.inference_mode():
-        while counts.sum() < config.n:
-            if drawn >= max_drawn:
-                raise InputError(_shortfall(counts, quota, config, drawn))
-            z = torch.randn(config.batch_size, spec.nz, generator=noise)  # on the CPU: the same on any device
-            asked = _ask(quota, counts, config.batch_size, noise) if spec.conditional else None
-            with autocast(dev):
-                images = to_uint8(g(z.to(dev), None if asked is None else asked.to(dev)).float()).cpu()
-            probs, confident = pseudo_label(labeller, images, config.min_confidence)
-            confidence, labels = probs.max(1)
-            drawn += len(z)
-            keep = select(images, labels, confident)
-            if quota is not None:
-                keep &= _within_quota(labels, keep, quota - counts)
-            else:
-                keep &= torch.cumsum(keep, 0) <= config.n - counts.sum()
-            if spec.conditional:
-                agree += (labels == asked).sum().item()
-            if keep.any():
-                writer.append(images[keep], labels[keep].to(torch.uint8), confidence[keep], probs[keep].half(),
-                              latents=z[keep], condition=asked[keep].to(torch.int16) if spec.conditional else None)
-                counts += np.bincount(labels[keep].numpy(), minlength=10)
+        for first in itertools.count(0, world):
+            if tally.drawn >= MAX_DRAWS_PER_KEPT * config.n:
+                raise InputError(_shortfall(tally.counts, tally.quota, config, tally.drawn))
+            batch = _draw(g, labeller, select, config, first + rank, dev)
+            for r, seen in enumerate(distributed.gathered(batch["seen"], dev)):
+                keep = tally.add(seen[:config.batch_size], seen[config.batch_size:])
+                layout.append((r, int(keep.sum())))
+                if r == rank and keep.any():
+                    writer.append(*(None if v is None else v[keep] for v in batch["rows"]))
                 bar.update(int(keep.sum()))
+                if tally.done:
+                    break
+            if tally.done:
+                break
     bar.close()
-    return Report(drawn, int(counts.sum()), time.perf_counter() - start, counts.tolist(),
-                  agree / drawn if spec.conditional else None, select.failed)
+    distributed.barrier()  # every shard is complete
+    if world > 1 and rank == 0:
+        join_shards(out, shards, layout, merge, overwrite)
+    distributed.leave()
+    return Report(tally.drawn, int(tally.counts.sum()), time.perf_counter() - start, tally.counts.tolist(),
+                  tally.agree / tally.drawn if spec.conditional else None, dict(zip(select.tests, tally.failed)),
+                  rank == 0)
 
 
-def _ask(quota, counts, size: int, noise: torch.Generator) -> torch.Tensor:
-    """Classes to request from a conditional generator: those still short of their quota, or all ten."""
-    open_classes = torch.arange(10) if quota is None else torch.from_numpy(np.flatnonzero(counts < quota))
-    return open_classes[torch.randint(len(open_classes), (size,), generator=noise)]
+MERGES = ("vds", "copy")
+MAX_TESTS = 3  # confidence, realism, agreement
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch `index`: independent streams for every (seed, index), unlike seed + index."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] % 2**63)
+
+
+def _draw(g, labeller, select: Selection, config: GenerateConfig, index: int, dev: torch.device) -> dict:
+    """Batch `index` of the sequence: its rows for the file, and what every process must see of it to apply
+    the keep rule (the labels of the samples passing every test, -1 for the others; then its tallies)."""
+    noise = torch.Generator().manual_seed(batch_seed(config.seed, index))
+    z = torch.randn(config.batch_size, g.spec.nz, generator=noise)  # on the CPU: the same on any device
+    asked = None
+    if g.spec.conditional:  # every class in turn, or the one asked for
+        asked = (torch.full((len(z),), config.digit) if config.digit is not None
+                 else (index * len(z) + torch.arange(len(z))) % 10)
+    with autocast(dev):
+        images = to_uint8(g(z.to(dev), None if asked is None else asked.to(dev)).float()).cpu()
+    probs, confident = pseudo_label(labeller, images, config.min_confidence)
+    confidence, labels = probs.max(1)
+    passed, failed = select(images, labels, confident)
+    agree = int((labels == asked).sum()) if asked is not None else 0
+    tallies = torch.tensor([agree, *failed, *[0] * (MAX_TESTS - len(failed))])
+    seen = torch.cat([torch.where(passed, labels, -1), tallies])
+    rows = (images, labels.to(torch.uint8), confidence, probs.half(), z,
+            None if asked is None else asked.to(torch.int16))
+    return {"seen": seen, "rows": rows}
+
+
+class _Tally:
+    """The keep rule, applied by every process to every batch in sequence order: a passing sample is kept while
+    n (or, balancing, its class's quota) is not reached; draws are counted up to the batch that completes it."""
+
+    def __init__(self, config: GenerateConfig, tests: int):
+        self.n, self.quota, self.tests = config.n, targets(config), tests
+        self.counts, self.drawn, self.agree, self.failed = np.zeros(10, np.int64), 0, 0, [0] * tests
+
+    @property
+    def done(self) -> bool:
+        return self.counts.sum() >= self.n
+
+    def add(self, labels: torch.Tensor, tallies: torch.Tensor) -> torch.Tensor:
+        self.drawn += len(labels)
+        self.agree += int(tallies[0])
+        self.failed = [a + int(b) for a, b in zip(self.failed, tallies[1:1 + self.tests])]
+        passing = labels >= 0
+        labels = labels.clamp(min=0)
+        if self.quota is not None:
+            keep = passing & _within_quota(labels, passing, self.quota - self.counts)
+        else:
+            keep = passing & (torch.cumsum(passing, 0) <= self.n - self.counts.sum())
+        self.counts += np.bincount(labels[keep].numpy(), minlength=10)
+        return keep
 
 
 def _within_quota(labels: torch.Tensor, keep: torch.Tensor, room: np.ndarray) -> torch.Tensor:

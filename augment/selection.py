@@ -23,22 +23,22 @@ class Selection:
 
     def __post_init__(self):
         on = {"confidence": True, "realism": bool(self.min_realism), "agreement": self.second is not None}
-        self.failed = {test: 0 for test, used in on.items() if used}  # drawn images failing each test that is on
+        self.tests = [test for test, used in on.items() if used]
         if self.min_realism:
             self.reference = load_reference()
             idx = mnist.labelled_subset(self.real.labels, REAL_IMAGES, seed=0)
             self.manifold = real_manifold(embed(self.reference, self.real.images[idx])[0], self.real.labels[idx])
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, confident: torch.Tensor) -> torch.Tensor:
-        """Mask of the images that pass every test (confident: the labeller's, from pseudo_label); counts
-        the failures of each."""
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 confident: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """Mask of the images that pass every test (confident: the labeller's, from pseudo_label), and how many
+        fail each of self.tests."""
         tests = {"confidence": confident}
         if self.min_realism:
             tests["realism"] = torch.from_numpy(realism(self.manifold, embed(self.reference, images)[0]) >= self.min_realism)
         if self.second is not None:
             tests["agreement"] = predict_proba(self.second, images).argmax(1) == labels
         keep = torch.ones(len(images), dtype=torch.bool)
-        for name, passed in tests.items():
-            self.failed[name] += int((~passed).sum())
+        for passed in tests.values():
             keep &= passed
-        return keep
+        return keep, [int((~tests[name]).sum()) for name in self.tests]

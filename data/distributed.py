@@ -38,6 +38,16 @@ def largest(values: list[int], device: torch.device) -> list[int]:
     return t.tolist()
 
 
+def gathered(t: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+    """Every process's tensor (all the same shape), in process order."""
+    if world() == 1:
+        return [t]
+    t = t.to(device)
+    out = [torch.empty_like(t) for _ in range(world())]
+    dist.all_gather(out, t)
+    return [o.cpu() for o in out]
+
+
 def barrier() -> None:
     if world() > 1:
         dist.barrier()

@@ -24,7 +24,7 @@ import torch
 from h5py import h5a, h5d, h5l, h5o, h5z
 
 from data.errors import InputError, prepare_output
-from data.files import lock_output, remove_stale_temporaries
+from data.files import lock_output, remove_stale_temporaries, write_atomic
 from data.mnist import DEFAULT_DIRS
 
 FORMAT, FORMAT_VERSION = "digitgen-synthetic", 1
@@ -132,6 +132,69 @@ class SyntheticWriter:
             self.close()
         else:
             self.discard()
+
+
+def shard_path(out: Path, rank: int, world: int) -> Path:
+    """Where process `rank` of `world` writes its share of `out`: beside it, named after it."""
+    return out.with_name(f"{out.stem}-shard{rank}-of-{world}{out.suffix}")
+
+
+def join_shards(out: Path, shards: list[Path], layout: list[tuple[int, int]], merge: str, overwrite: bool) -> None:
+    """The shards' rows as one file, in sequence order; layout: (shard, rows) per batch. vds: virtual datasets
+    over the shards, which must stay beside it (the reader follows only such sources); copy: a file of its own,
+    the shards then removed."""
+    files = [h5py.File(p, "r") for p in shards]
+    try:
+        first = files[0]
+        columns = [name for name in (*COLUMNS, "latents", "condition") if name in first]
+        if merge == "copy":
+            attrs = {k: json.loads(first.attrs[k]) if k == "config" else first.attrs[k] for k in CALLER_ATTRS}
+            nz = first["latents"].shape[1] if "latents" in first else None
+            with SyntheticWriter(out, attrs, nz=nz, conditional="condition" in first, overwrite=overwrite) as writer:
+                for (r, rows), start in zip(layout, _starts(layout, len(files))):
+                    if rows:
+                        writer.append(**{c: files[r][c][start:start + rows] for c in columns})
+        else:
+            release = lock_output(out)
+            try:
+                write_atomic(out, lambda tmp: _write_virtual(tmp, files, shards, layout, columns))
+            finally:
+                release()
+    finally:
+        for f in files:
+            f.close()
+    if merge == "copy":
+        for p in shards:
+            p.unlink()
+
+
+def _starts(layout: list[tuple[int, int]], shards: int) -> list[int]:
+    """Where each batch's rows begin in its shard."""
+    at, starts = [0] * shards, []
+    for r, rows in layout:
+        starts.append(at[r])
+        at[r] += rows
+    return starts
+
+
+def _write_virtual(path: Path, files: list, shards: list[Path], layout: list[tuple[int, int]], columns: list) -> None:
+    counts = sum(np.array(list(json.loads(f.attrs["class_counts"]).values())) for f in files)
+    with h5py.File(path, "w") as out:
+        for key, value in files[0].attrs.items():
+            out.attrs[key] = value
+        out.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        out.attrs["class_counts"] = json.dumps({str(c): int(k) for c, k in enumerate(counts)})
+        total = sum(rows for _, rows in layout)
+        for c in columns:
+            ds = files[0][c]
+            virtual = h5py.VirtualLayout(shape=(total, *ds.shape[1:]), dtype=ds.dtype)
+            at = 0
+            for (r, rows), start in zip(layout, _starts(layout, len(files))):
+                if rows:
+                    source = h5py.VirtualSource(shards[r].name, c, shape=files[r][c].shape)  # a name: beside it
+                    virtual[at:at + rows] = source[start:start + rows]
+                    at += rows
+            out.create_virtual_dataset(c, virtual)
 
 
 # The reader. A hostile file must end in an InputError naming it and saying what is wrong: never a traceback,
@@ -254,9 +317,10 @@ def _say(e: Exception) -> str:
     return f"{type(e).__name__}: {str(e)[:200]}"
 
 
-def _problem(f: h5py.File, file_size: int) -> str | tuple[dict, int]:
+def _problem(f: h5py.File, file_size: int, virtual: bool = True) -> str | tuple[dict, int]:
     """What is wrong with an open file, or its (decoded attributes, rows) if nothing is. Only metadata is
-    read here, and every shape is checked before anything is allocated for it."""
+    read here, and every shape is checked before anything is allocated for it. virtual: whether its datasets
+    may be virtual (the joined file of a sharded `generate`; its shards may not be)."""
     attrs = {}
     for key, kind in ATTRS.items():
         value = _attribute(f, key, kind)
@@ -296,7 +360,7 @@ def _problem(f: h5py.File, file_size: int) -> str | tuple[dict, int]:
 
     n = None
     for name, (dtype, tail) in _columns(f).items():
-        problem = _dataset_problem(f, name, dtype, tail, file_size)
+        problem = _dataset_problem(f, name, dtype, tail, file_size, virtual)
         if problem:
             return problem
         rows = f[name].shape[0]
@@ -361,8 +425,10 @@ def _columns(f: h5py.File) -> dict:
     return expected
 
 
-def _dataset_problem(f: h5py.File, name: str, dtype: str, tail: tuple | None, file_size: int) -> str | None:
-    """Is /name a dataset stored in this file, of the format's dtype and shape, sane in size, and all there?"""
+def _dataset_problem(f: h5py.File, name: str, dtype: str, tail: tuple | None, file_size: int,
+                     virtual: bool) -> str | None:
+    """Is /name a dataset stored in this file (or, virtual, in shards beside it), of the format's dtype and
+    shape, sane in size, and all there?"""
     key = name.encode()
     if not f.id.links.exists(key):
         return f"missing dataset /{name}"
@@ -375,11 +441,14 @@ def _dataset_problem(f: h5py.File, name: str, dtype: str, tail: tuple | None, fi
     ds = f[name]
     with closing(ds.id.get_create_plist()) as dcpl:
         layout = dcpl.get_layout()
-        if layout == h5d.VIRTUAL:
-            return f"/{name} is a virtual dataset (its data lies in other files); this reader never follows one"
+        if layout == h5d.VIRTUAL and not virtual:
+            return f"/{name} is a virtual dataset inside a shard; this reader follows one level only"
+        problem = _virtual_problem(f, name) if layout == h5d.VIRTUAL else None
+        if problem:
+            return problem
         if dcpl.get_external_count():
             return f"/{name} uses external storage (its data lies in another file); this reader never follows it"
-        if layout not in (h5d.CHUNKED, h5d.CONTIGUOUS, h5d.COMPACT):
+        if layout not in (h5d.CHUNKED, h5d.CONTIGUOUS, h5d.COMPACT, h5d.VIRTUAL):
             return f"/{name} has an unknown storage layout ({layout})"
         filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())] if layout == h5d.CHUNKED else []
     shape = ds.shape
@@ -411,6 +480,40 @@ def _dataset_problem(f: h5py.File, name: str, dtype: str, tail: tuple | None, fi
         have = ds.id.get_num_chunks()
         if have != needed:
             return f"/{name} declares {rows:,} rows but stores {have} of their {needed} chunks; truncated or corrupt"
+    return None
+
+
+def _virtual_problem(f: h5py.File, name: str) -> str | None:
+    """A virtual dataset is followed only as `join_shards` writes it: each source a plain file beside this one,
+    named by it, the same column of a valid synthetic file that has no virtual datasets of its own, and the
+    selections whole rows that lie inside it and tile this dataset's rows in order."""
+    ds, folder, sources, at = f[name], Path(f.filename).parent, {}, 0
+    shape = ds.shape or (0,)
+    for m in ds.virtual_sources():
+        where = f"/{name} is a virtual dataset with a source {m.file_name[:80]!r}"
+        if m.file_name in ("", ".") or "/" in m.file_name or m.file_name.startswith(".") or \
+                m.dset_name.lstrip("/") != name:
+            return f"{where}:{m.dset_name[:40]}: only shards beside it, by name, are followed"
+        path = folder / m.file_name
+        if m.file_name not in sources:
+            if path.is_symlink() or not path.is_file():
+                return f"{where} that is not a file beside it"
+            with h5py.File(path, "r") as shard:
+                checked = _problem(shard, path.stat().st_size, virtual=False)
+                if isinstance(checked, str):
+                    return f"{where}: {checked}"
+                sources[m.file_name] = shard[name].shape
+        (v0, *v_rest), (v1, *v_end) = m.vspace.get_select_bounds()
+        (s0, *s_rest), (s1, *s_end) = m.src_space.get_select_bounds()
+        whole = tuple(n - 1 for n in shape[1:])
+        rows = v1 - v0 + 1
+        if (v0 != at or s1 - s0 + 1 != rows or s1 >= sources[m.file_name][0] or any(v_rest) or any(s_rest)
+                or tuple(v_end) != whole or tuple(s_end) != whole
+                or not m.vspace.get_select_npoints() == m.src_space.get_select_npoints() == rows * np.prod(shape[1:])):
+            return f"{where} whose rows do not tile it in order"
+        at = v1 + 1
+    if at != shape[0]:
+        return f"/{name} is a virtual dataset whose sources cover {at:,} of its {shape[0]:,} rows"
     return None
 
 

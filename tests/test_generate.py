@@ -1,4 +1,7 @@
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,8 +20,10 @@ from classifier.train import TrainConfig, fit, predict_proba
 from cli import app
 from data.files import sha256_of
 from data.pixels import to_uint8
+from data.errors import InputError
 from data.synthetic import load_synthetic
 
+ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
@@ -118,6 +123,28 @@ def test_realism_and_agreement_filters_keep_only_samples_that_pass(tmp_path, mod
     assert data.attrs["config"]["agree_sha256"] == sha256_of(tmp_path / "second.pt")
     refused = run(*args, "--agree", REFERENCE, "--out", tmp_path / "x.h5")
     assert refused.exit_code == 2 and "independent of the labeller" in refused.output
+
+
+@pytest.mark.parametrize("merge", ["vds", "copy"])
+def test_two_processes_write_the_file_one_process_writes(tmp_path, models, merge):
+    args = ["generate", "--generator", models["conditional"], "--labeller", models["labeller"], "--n", 300,
+            "--min-confidence", 0.3, "--batch-size", 64, "--save-latents", "--device", "cpu"]
+    one = run(*args, "--out", tmp_path / "one.h5")
+    assert one.exit_code == 0, one.output
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--", "cli.py",
+                          *map(str, args), "--merge", merge, "--out", str(tmp_path / "two.h5")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.startswith(f"wrote {tmp_path / 'two.h5'}: 300 images, ")  # once: process 0 reports
+    assert two.stdout.splitlines()[1:] == one.output.splitlines()[1:]  # the same draws, kept and counted once
+    a, b = columns(tmp_path / "one.h5"), columns(tmp_path / "two.h5")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    shards = sorted(p.name for p in tmp_path.glob("two-shard*"))
+    assert shards == ([] if merge == "copy" else ["two-shard0-of-2.h5", "two-shard1-of-2.h5"])
+    if merge == "vds":  # its rows live in the shards: without one, the file is refused, not read short
+        (tmp_path / shards[1]).unlink()
+        with pytest.raises(InputError, match="that is not a file beside it"):
+            load_synthetic(tmp_path / "two.h5")
 
 
 def test_balance_quotas_are_kept_in_drawing_order():

@@ -182,12 +182,17 @@ def soft_link(f, tmp):
     f["probs"] = h5py.SoftLink("/spare")
 
 
-def virtual(f, tmp):
-    other = small_file(tmp / "other.h5")
-    layout = h5py.VirtualLayout((12, 28, 28), "u1")
-    layout[:] = h5py.VirtualSource(str(other), "images", (12, 28, 28))
-    del f["images"]
-    f.create_virtual_dataset("images", layout)
+def virtual(source: str, rows=slice(0, 12), name="images"):
+    """/images made virtual over `source` (a path as the file records it), whose rows `rows` it maps in order."""
+    def edit(f, tmp):
+        small_file(tmp / "other.h5")
+        (tmp / "sub").mkdir(exist_ok=True)
+        small_file(tmp / "sub" / "other.h5")
+        layout = h5py.VirtualLayout((12, 28, 28), "u1")
+        layout[:rows.stop - rows.start] = h5py.VirtualSource(source.format(tmp=tmp), name, (12, 28, 28))[rows]
+        del f["images"]
+        f.create_virtual_dataset("images", layout)
+    return edit
 
 
 def huge_shape(f, tmp):  # 2^40 rows declared, nothing written: the file stays small
@@ -223,7 +228,12 @@ HOSTILE = [
     (external_storage, "/images uses external storage", EVERY_READER),
     (external_link, "/labels is an external link", EVERY_READER),
     (soft_link, "/probs is a soft link", EVERY_READER),
-    (virtual, "/images is a virtual dataset", EVERY_READER),
+    (virtual("{tmp}/other.h5"), "/images is a virtual dataset with a source .*: only shards beside it", EVERY_READER),
+    (virtual("sub/other.h5"), "only shards beside it, by name, are followed", EVERY_READER),
+    (virtual("other.h5", name="labels"), "only shards beside it, by name, are followed", EVERY_READER),
+    (virtual("absent.h5"), "with a source 'absent.h5' that is not a file beside it", EVERY_READER),
+    (virtual("other.h5", slice(0, 6)), "whose sources cover 6 of its 12 rows", EVERY_READER),
+
     (huge_shape, "/images declares 1,099,511,627,776 rows, more than the 2,000,000", EVERY_READER),
     (unwritten_rows, "/images declares 100,000 rows but stores 1 of their 98 chunks", EVERY_READER),
     (set_attr("config", "{not json"), "attribute 'config' is not JSON", EVERY_READER),
