@@ -15,7 +15,7 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
         raise InputError(f"{path} already exists: pass --overwrite to replace it")
 
 
-HOMES = (Path("runs"), Path("data") / "synthetic")  # the default outputs' folders: made on first use
+HOMES = (Path("runs"), Path("data") / "synthetic")  # the default outputs' folders: they and those in them are made
 
 
 def prepare_output(path: Path, overwrite: bool) -> None:
@@ -28,8 +28,8 @@ def prepare_output(path: Path, overwrite: bool) -> None:
 
 
 def check_folder_of(path: Path) -> None:
-    """The folder that will hold `path` (a file, or a run's folder) exists and is writable. Only the defaults'
-    homes are made: a missing folder the user named is more likely a typo than a wish."""
+    """The folder that will hold `path` (a file, or a run's folder) exists and is writable. Only folders in the
+    defaults' homes (runs/, data/synthetic/) are made: elsewhere a missing folder is more likely a typo."""
     if path in (Path("."), Path("/")):
         raise InputError(f"--out {str(path)!r} names no file or folder of its own")
     if path.is_dir():  # a run's or a sweep's folder that exists: what may go on in it is the command's to check
@@ -40,7 +40,7 @@ def check_folder_of(path: Path) -> None:
             if not above.is_dir():
                 raise InputError(f"{above} is a file, so {path} cannot be written")
             break
-    if parent in HOMES:
+    if any(home == parent or home in parent.parents for home in HOMES):
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
