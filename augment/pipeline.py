@@ -20,6 +20,7 @@ from data.pixels import to_uint8
 from data.synthetic import MAX_ROWS, SyntheticWriter, join_shards, shard_path
 
 MAX_DRAWS_PER_KEPT = 50  # bounded tries: give up after drawing this many images per image asked for
+FORESIGHT = 20_000  # draws after which the pass rate is known well enough to give up early
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     with SyntheticWriter(shards[rank], attrs, nz=spec.nz if config.save_latents else None,
                          conditional=spec.conditional, overwrite=overwrite) as writer, torch.inference_mode():
         for first in itertools.count(0, world):
-            if tally.drawn >= MAX_DRAWS_PER_KEPT * config.n:
+            if tally.hopeless(MAX_DRAWS_PER_KEPT * config.n):
                 raise InputError(_shortfall(tally.counts, tally.quota, config, tally.drawn))
             batch = _draw(g, labeller, select, config, first + rank, dev)
             for r, seen in enumerate(distributed.gathered(batch["seen"], dev)):
@@ -183,6 +184,17 @@ class _Tally:
     def done(self) -> bool:
         return self.counts.sum() >= self.n
 
+    def hopeless(self, budget: int) -> bool:
+        """The draws are spent, or, after enough of them to tell (FORESIGHT), the pass rate so far would need
+        more than the budget: say so now rather than after hours of drawing."""
+        if self.drawn >= budget:
+            return True
+        if self.drawn < FORESIGHT:
+            return False
+        need = np.array([self.n]) if self.quota is None else self.quota
+        have = np.array([self.counts.sum()]) if self.quota is None else self.counts
+        return bool((have * budget < need * self.drawn).any())
+
     def add(self, labels: torch.Tensor, tallies: torch.Tensor) -> torch.Tensor:
         self.drawn += len(labels)
         self.agree += int(tallies[0])
@@ -206,8 +218,9 @@ def _within_quota(labels: torch.Tensor, keep: torch.Tensor, room: np.ndarray) ->
 
 def _shortfall(counts, quota, config: GenerateConfig, drawn: int) -> str:
     if quota is None:
-        return (f"only {counts.sum():,} of {config.n:,} samples passed the filters after drawing {drawn:,}: "
-                f"lower --min-confidence or --min-realism, or drop --agree")
+        return (f"only {counts.sum():,} samples passed the filters after drawing {drawn:,}, too few to reach "
+                f"{config.n:,} within {MAX_DRAWS_PER_KEPT} draws each: lower --min-confidence or --min-realism, "
+                f"or drop --agree")
     short = [f"{c} ({counts[c]:,}/{quota[c]:,})" for c in range(10) if counts[c] < quota[c]]
     return (f"classes too rare at confidence >= {config.min_confidence} after drawing {drawn:,}: "
             f"{', '.join(short)}; lower --min-confidence or --min-realism, drop --agree, or drop --balance")

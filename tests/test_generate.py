@@ -162,6 +162,10 @@ def test_rare_classes_give_a_clear_message_and_no_file(tmp_path, models):
                  "--balance", "--min-confidence", 0.999, "--batch-size", 100, "--out", out)
     assert result.exit_code == 2 and result.output.startswith("error: classes too rare at confidence >= 0.999")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+    # A hopeless pass rate is known long before the budget (50 draws per image asked for, 50 million here) is spent.
+    result = run("generate", "--generator", models["plain"], "--labeller", models["labeller"], "--n", 1_000_000,
+                 "--min-confidence", 0.999999, "--out", out)
+    assert result.exit_code == 2 and f"after drawing {pipeline.FORESIGHT:,}:" in result.output, result.output
 
 
 @pytest.mark.parametrize("args, expected", [
