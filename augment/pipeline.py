@@ -90,15 +90,20 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     rank, world = distributed.rank(), distributed.world()
     g, g_payload = load_generator(generator_path)
     g = g.to(dev)
-    labeller = classifier_checkpoint.load(labeller_path)[0].to(dev)
+    labeller, l_payload = classifier_checkpoint.load(labeller_path)
+    labeller = labeller.to(dev)
     if config.digit is not None and not g.spec.conditional:
         raise InputError("--digit needs a conditional generator (train --conditional)")
-    second = classifier_checkpoint.load(agree_path)[0] if agree_path else None
+    second, a_payload = classifier_checkpoint.load(agree_path) if agree_path else (None, {})
+    dataset = g_payload["info"]["run"]["dataset"]
+    for path, payload in ((labeller_path, l_payload), (agree_path, a_payload)):
+        learnt = payload.get("config", {}).get("dataset", dataset) if isinstance(payload.get("config"), dict) else dataset
+        if learnt != dataset:
+            raise InputError(f"{path}: a classifier of {learnt!r} images, but the generator draws {dataset!r} ones")
     if agree_path and sha256_of(agree_path) in (sha256_of(labeller_path),
                                                                       classifier_checkpoint.JUDGE_SHA256):
         raise InputError(f"{agree_path}: --agree needs a classifier independent of the labeller and of the judge "
                          f"(train one with classify --seed)")
-    dataset = g_payload["info"]["run"]["dataset"]
     real = mnist.load("train", dataset, data_dir) if config.min_realism else None
     select = Selection(config.min_realism, second, real)
     spec = g.spec

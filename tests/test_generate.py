@@ -172,9 +172,12 @@ def test_rare_classes_give_a_clear_message_and_no_file(tmp_path, models):
     (["--min-confidence", 1.5], "min-confidence must be in 0..1"),
     (["--digit", 3], "--digit needs a conditional generator"),
     (["--generator", "LABELLER"], "is a 'digitgen-classifier' checkpoint, expected 'digitgen-generator'"),
+    (["--labeller", "FASHION"], "a classifier of 'fashion' images, but the generator draws 'mnist' ones"),
 ])
 def test_generate_refuses_bad_input(tmp_path, models, args, expected):
-    args = [models["labeller"] if a == "LABELLER" else a for a in args]
+    fashion = tmp_path / "fashion.pt"
+    checkpoint.save(fashion, checkpoint.load(models["labeller"])[0], {"dataset": "fashion"}, {})
+    args = [{"LABELLER": models["labeller"], "FASHION": fashion}.get(a, a) for a in args]
     base = {"--generator": models["plain"], "--labeller": models["labeller"], "--out": tmp_path / "x.h5"}
     for a, v in zip(args[::2], args[1::2]):
         base[a] = v
