@@ -384,8 +384,9 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
         config = GanConfig(**{**config.__dict__, "labeller": str(Path(config.labeller).resolve()),
                               "labeller_sha256": sha256_of(config.labeller)})
     data = training_set(train_set, config)
-    if len(data) < config.batch_size:
-        raise InputError(f"batch size {config.batch_size} is larger than the {len(data)} training images")
+    if len(data) < config.batch_size * distributed.world():
+        raise InputError(f"a global batch of {config.batch_size * distributed.world():,} is larger than the "
+                         f"{len(data):,} training images")
     main = distributed.rank() == 0
     if main:
         if folder.exists() and not folder.is_dir():
@@ -394,16 +395,18 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
             raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
         check_folder_of(folder)
         folder.mkdir(exist_ok=True)
-    lock = lock_folder(folder) if main else os.open(os.devnull, os.O_RDONLY)
+    lock = lock_folder(folder) if main else None  # the other processes write nothing there
     distributed.barrier()  # the other processes go on once the folder is checked and held
     try:
         run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every and main else None, dev)
         if resume:
             _restore(run, load_training(folder / "checkpoint.pt"))
     except BaseException:
-        os.close(lock)
+        if lock is not None:
+            os.close(lock)
         raise
-    run.release = weakref.finalize(run, os.close, lock)  # at the end of training, or when the run is dropped
+    if lock is not None:
+        run.release = weakref.finalize(run, os.close, lock)  # at the end of training, or when the run is dropped
     return run
 
 
