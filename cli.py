@@ -23,6 +23,7 @@ class OneLineErrors(TyperGroup):
     """Bad input of any kind (a usage error or an InputError) becomes one line on stderr and exit code 2."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        _received.clear()
         for s in (signal.SIGINT, signal.SIGTERM):  # kill and timeout clean up as Ctrl-C does (train saves first)
             signal.signal(s, _as_interrupt)
         try:
