@@ -314,6 +314,8 @@ def benchmark(
             min_confidence=min_confidence, min_steps=min_steps, quick=quick, gan_minutes=gan_minutes,
             min_realism=min_realism, jobs=jobs, overwrite=overwrite, data_dir=data_dir, device=device, on_row=show_row,
             log=typer.echo)
+    if not r.main:  # under torchrun, process 0 reports for all
+        return
     typer.echo(r.markdown)
     typer.echo(f"{len(r.rows)} rows, {time.perf_counter() - start:.0f} s this run; wrote {out}/rows.csv, summary.csv, "
                f"report.md, accuracy.png")

@@ -18,7 +18,7 @@ from classifier import benchmark as sweeps
 from classifier import checkpoint as classifier_checkpoint
 from classifier import report
 from classifier.train import TrainConfig, evaluate as accuracy, predict_proba
-from data import mnist
+from data import distributed, mnist
 from data.errors import InputError, check_folder_of, prepare_output
 from data.files import check_seed, lock_folder, resolve_device, use_all_cores, write_atomic
 from data.synthetic import load_synthetic
@@ -134,6 +134,7 @@ class Benchmark:
     rows: pd.DataFrame  # one line per classifier trained (size, variant, ratio, seed, accuracy, ...)
     table: pd.DataFrame  # mean +- std and paired gains per (size, variant, ratio)
     markdown: str
+    main: bool = True  # False in torchrun's other processes: process 0 writes the report and prints it
 
 
 def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/benchmark", sizes=None, ratios=None,
@@ -165,14 +166,18 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     sweep.check(len(train_set))
     if not 0 <= gan_minutes <= 10_000 or not 0 <= min_realism <= 100:
         raise InputError("gan-minutes must be in 0..10,000 and min-realism in 0..100 (0 leaves the variant out)")
-    resolve_device(device)
+    distributed.join(resolve_device(device))  # under torchrun: each process takes its share of the cells
+    main = distributed.rank() == 0
+    log, on_row = (log, on_row) if main else (lambda *_: None, lambda row: None)
     if synthetic is None:
         synthetic = out / "pool.h5"
-        if not synthetic.exists():
+        if not synthetic.exists() and main:
             need = max(10_000, 2 * round(max(sweep.ratios) * max(sweep.sizes)))
             log(f"drawing a pool of {need:,} digits from the bundled generator into {synthetic} (kept for reruns)")
             out.mkdir(parents=True, exist_ok=True)
-            generate(out=synthetic, n=need, min_confidence=0.0, device=device, progress=False)
+            with distributed.alone():
+                generate(out=synthetic, n=need, min_confidence=0.0, device=device, progress=False)
+        distributed.barrier()
     pool = load_synthetic(synthetic, limit=1)
     threads = use_all_cores()
     log(f"benchmark -> {out} ({threads} threads): sizes {list(sweep.sizes)}, ratios {list(sweep.ratios)}, "
@@ -185,15 +190,18 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
         sources["filtered"] = Filtered(load_synthetic(synthetic).images, train_set, min_realism)
     settings = {name: source.settings() for name, source in sources.items()}
     out.mkdir(parents=True, exist_ok=True)
-    lock = lock_folder(out)  # a second sweep appending to the same rows.csv would count seeds twice
+    lock = lock_folder(out) if main else None  # a second sweep appending to the same rows.csv would count seeds twice
     try:
         rows = sweeps.run(sweep, Path(synthetic), train_set, test, out, dataset, on_row, overwrite, device, sources,
                           settings, jobs)
         table = report.summarise(rows)
         text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test), settings))
-        write_atomic(out / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
-        write_atomic(out / "report.md", lambda tmp: tmp.write_text(text))
-        write_atomic(out / "accuracy.png", lambda tmp: report.plot(table, tmp))
+        if main:
+            write_atomic(out / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
+            write_atomic(out / "report.md", lambda tmp: tmp.write_text(text))
+            write_atomic(out / "accuracy.png", lambda tmp: report.plot(table, tmp))
     finally:
-        os.close(lock)
-    return Benchmark(out, rows, table, text)
+        if lock is not None:
+            os.close(lock)
+        distributed.leave()
+    return Benchmark(out, rows, table, text, main)

@@ -4,6 +4,7 @@ labels everything mixed in (the pool file's own labels are ignored), and every c
 the same number of optimiser steps (its real-only budget), whatever is mixed in. Rows are appended to a
 CSV as they finish, so an interrupted sweep resumes where it stopped."""
 
+import fcntl
 import json
 import os
 import queue
@@ -18,7 +19,7 @@ from data.files import sha256_of, write_atomic
 from classifier.model import DigitCNN
 from classifier.mixing import mix
 from classifier.train import TrainConfig, evaluate, fit
-from data import mnist
+from data import distributed, mnist
 from data.errors import InputError
 from data.mnist import Digits
 from data.synthetic import load_synthetic
@@ -171,7 +172,8 @@ class _Cell:
         for name, source in sources.items():
             if all(self.key(v, r) in self.done for r in ratios for v in (name, f"{name}+classical")):
                 continue  # a GAN source may cost minutes of training: only when a row needs it
-            images, labels = source(self.size, self.seed, labeller)
+            with distributed.alone():  # under torchrun, each process trains the GANs of its own cells
+                images, labels = source(self.size, self.seed, labeller)
             for ratio in ratios:
                 data = self.mixed(images, labeller, ratio, name, labels)
                 self.row(name, ratio, data, "none")
@@ -195,33 +197,48 @@ def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path
     """Run every row of the sweep not yet in folder/rows.csv (overwrite: discard them first, once every
     input has been checked); returns all rows. sources: more extra images than the pool's, by name: each
     (size, seed, labeller) -> (images, the classes asked for or None); settings: what they depend on.
-    jobs: (size, seed) cells trained at once, each in its own process; this one alone writes rows.csv."""
+    jobs: (size, seed) cells trained at once, each in its own process, whose rows this one appends. Under
+    torchrun, process r of W takes every W-th cell, and all append to the one rows.csv, under a lock."""
     sweep.check(len(train))
     pool = load_synthetic(pool_path).images
     need = round(max(sweep.ratios) * max(sweep.sizes))
     if len(pool) < need:
         raise InputError(f"{pool_path}: holds {len(pool):,} images; ratio {max(sweep.ratios):g} x {max(sweep.sizes):,} "
                          f"real needs at least {need:,} (before the confidence filter)")
-    if overwrite:
-        for name in ("rows.csv", "sweep.json"):
-            (folder / name).unlink(missing_ok=True)
-    rows = read_rows(folder, {**identity(sweep, pool_path, dataset), **({"sources": settings} if settings else {})})
+    rank, world = distributed.rank(), distributed.world()
+    me = {**identity(sweep, pool_path, dataset), **({"sources": settings} if settings else {})}
+    if rank == 0:
+        if overwrite:
+            for name in ("rows.csv", "sweep.json"):
+                (folder / name).unlink(missing_ok=True)
+        rows = read_rows(folder, me)
+    distributed.barrier()  # sweep.json written and rows.csv repaired, once
+    if rank:
+        rows = read_rows(folder, me)
     done = {(r.size, r.variant, float(r.ratio), r.seed) for r in rows.itertuples()}
     csv = folder / "rows.csv"
 
     def record(row: dict) -> None:
-        pd.DataFrame([row], columns=COLUMNS).to_csv(csv, mode="a", header=not csv.is_file(), index=False)
+        _append(csv, row)
         done.add((row["size"], row["variant"], row["ratio"], row["seed"]))
         on_row(row)
 
-    cells = [(size, seed) for size in sweep.sizes for seed in sweep.seeds]
+    cells = [(size, seed) for size in sweep.sizes for seed in sweep.seeds][rank::world]
     shared = (sweep, train, test, pool, frozenset(done), device, sources or {})
     if jobs == 1:
         for cell in cells:
             _run_cell(*shared, *cell, record)
     else:
         _in_parallel(jobs, cells, shared, record)
+    distributed.barrier()  # every process's rows are in
     return pd.read_csv(csv)
+
+
+def _append(csv: Path, row: dict) -> None:
+    """One row, appended under a lock: under torchrun every process of the sweep writes to the same file."""
+    with open(csv, "a", newline="") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        pd.DataFrame([row], columns=COLUMNS).to_csv(f, header=os.fstat(f.fileno()).st_size == 0, index=False)
 
 
 def _run_cell(sweep, train, test, pool, done, device, sources, size, seed, record) -> int:

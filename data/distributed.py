@@ -2,30 +2,49 @@
 process 0 of 1, and every function here is then a no-op."""
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 
+_alone = False  # see alone()
+
+
+@contextmanager
+def alone():
+    """Inside, this process works on its own, whatever group it belongs to: a sweep's processes each train their
+    own GANs and draw their own samples."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
+def _grouped() -> bool:
+    return dist.is_initialized() and not _alone
+
 
 def join(device: torch.device) -> None:
     """Join the group torchrun describes in the environment: NCCL between GPUs, gloo between CPU processes."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized() and not _alone:
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 def leave() -> None:
-    if dist.is_initialized():
+    if _grouped():
         dist.destroy_process_group()
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    return dist.get_rank() if _grouped() else 0
 
 
 def world() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
+    return dist.get_world_size() if _grouped() else 1
 
 
 def largest(values: list[int], device: torch.device) -> list[int]:

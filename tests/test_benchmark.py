@@ -1,5 +1,8 @@
 import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,6 +16,7 @@ from conftest import write_synthetic
 from data.errors import InputError
 from data.pixels import to_model
 
+ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 TINY = benchmark.Sweep(sizes=(30,), ratios=(1.0, 2.0), seeds=(0, 1), relabel_rounds=1, min_confidence=0.15, epochs=2, min_steps=10, val_size=100)
 
@@ -64,6 +68,29 @@ def test_two_jobs_record_the_rows_one_job_records(tmp_path, small):
     key = ["size", "variant", "ratio", "seed"]
     a, b = (rows.sort_values(key).reset_index(drop=True).drop(columns="seconds") for rows in (serial, parallel))
     assert len(seen) == len(b) == 5 * len(sweep.seeds)  # real, classical, synthetic, +classical, pseudo-real
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_two_processes_under_torchrun_share_one_sweep(tmp_path, train, test_digits):
+    pool = write_synthetic(tmp_path / "pool.h5", test_digits.subset(torch.arange(300)))
+    sweep = benchmark.Sweep(sizes=(30,), ratios=(1.0,), seeds=(0, 1), min_steps=10, min_confidence=0.15)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // 2))  # as each of the 2 processes
+    try:
+        serial = benchmark.run(sweep, pool, train, test_digits, tmp_path / "serial", "mnist")
+    finally:
+        torch.set_num_threads(threads)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--", "cli.py",
+                           "benchmark", "--synthetic", str(pool), "--sizes", "30", "--ratios", "1", "--seeds", "2",
+                           "--min-steps", "10", "--min-confidence", "0.15", "--device", "cpu",
+                           "--out", str(tmp_path / "two")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("| real labelled") == 1  # one report, from process 0
+    key = ["size", "variant", "ratio", "seed"]
+    two = pd.read_csv(tmp_path / "two" / "rows.csv")
+    a, b = (rows.sort_values(key).reset_index(drop=True).drop(columns="seconds") for rows in (serial, two))
+    assert len(b) == 10  # each cell's rows once: 2 seeds x (real, classical, synthetic, +classical, pseudo-real)
     pd.testing.assert_frame_equal(a, b)
 
 
