@@ -2,6 +2,7 @@
 
 import errno
 import json
+import os
 import signal
 import sys
 import time
@@ -30,20 +31,26 @@ class OneLineErrors(TyperGroup):
             code = super().main(*args, standalone_mode=False, **kwargs)
         except (typer.TyperException, InputError) as e:
             message = e.format_message() if isinstance(e, typer.TyperException) else str(e)
-            typer.echo(f"error: {message}", err=True)
+            _say(f"error: {message}")
             sys.exit(2)
         except OSError as e:
             if e.errno not in OUTPUT_ERRNOS:
                 raise
-            typer.echo(f"error: {e.filename or 'output'}: {e.strerror}", err=True)
+            _say(f"error: {e.filename or 'output'}: {e.strerror}")
             sys.exit(2)
         if _received:
-            typer.echo(f"interrupted by {signal.Signals(_received[0]).name}", err=True)
+            _say(f"interrupted by {signal.Signals(_received[0]).name}")
             sys.exit(128 + _received[0])
         sys.exit(code if isinstance(code, int) else 0)
 
 
 _received = []  # the signal that ended a command: its exit status is 128 + its number, as a shell's would be
+
+
+def _say(line: str) -> None:
+    """On stderr, once: under torchrun every process meets the same error, and process 0 reports it."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(line, err=True)
 
 
 def _as_interrupt(signum, frame):

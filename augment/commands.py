@@ -97,9 +97,12 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
                          f"train images outside validation), got {n}")
     check_seed(seed)
     if out is not None:
+        if Path(out).suffix != ".json":
+            raise InputError(f"--out {out}: the figures are JSON, name it .json")
         prepare_output(Path(out), overwrite)
-        if Path(out).resolve() in {source.resolve(), Path(labeller or source).resolve()}:
-            raise InputError(f"--out {out} is one of the inputs: the report would replace it")
+        inputs = {p.resolve().with_suffix(".json") for p in (source, Path(labeller or source))}  # their sidecars
+        if Path(out).resolve() in inputs:
+            raise InputError(f"--out {out} is the sha256 sidecar of an input: the report would replace it")
     dev = resolve_device(device)
     use_all_cores()
     reference = classifier_checkpoint.load_reference().to(dev)
@@ -190,7 +193,15 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
         sources["filtered"] = Filtered(load_synthetic(synthetic).images, train_set, min_realism)
     settings = {name: source.settings() for name, source in sources.items()}
     out.mkdir(parents=True, exist_ok=True)
-    lock = lock_folder(out) if main else None  # a second sweep appending to the same rows.csv would count seeds twice
+    lock, problem = None, None
+    if main:  # a second sweep appending to the same rows.csv would count seeds twice
+        try:
+            lock = lock_folder(out)
+        except InputError as e:
+            problem = str(e)
+    problem = distributed.agreed(problem)
+    if problem:
+        raise InputError(problem)
     try:
         rows = sweeps.run(sweep, Path(synthetic), train_set, test, out, dataset, on_row, overwrite, device, sources,
                           settings, jobs)

@@ -120,8 +120,18 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     tally, layout = _Tally(config, len(select.tests)), []  # layout: (process, rows kept) per batch, in order
     start = time.perf_counter()
     bar = tqdm(total=config.n, desc="generate", unit="img", disable=None if progress and rank == 0 else True)
-    with SyntheticWriter(shards[rank], attrs, nz=spec.nz if config.save_latents else None,
-                         conditional=spec.conditional, overwrite=overwrite) as writer, torch.inference_mode():
+    writer, problem = None, None
+    try:
+        writer = SyntheticWriter(shards[rank], attrs, nz=spec.nz if config.save_latents else None,
+                                 conditional=spec.conditional, overwrite=overwrite)
+    except InputError as e:
+        problem = str(e)
+    problem = distributed.agreed(problem)  # a shard in the way of one process stops them all
+    if problem:
+        if writer is not None:
+            writer.discard()
+        raise InputError(problem)
+    with writer, torch.inference_mode():
         for first in itertools.count(0, world):
             if tally.hopeless(MAX_DRAWS_PER_KEPT * config.n):
                 raise InputError(_shortfall(tally.counts, tally.quota, config, tally.drawn))

@@ -387,16 +387,23 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
     if len(data) < config.batch_size * distributed.world():
         raise InputError(f"a global batch of {config.batch_size * distributed.world():,} is larger than the "
                          f"{len(data):,} training images")
-    main = distributed.rank() == 0
-    if main:
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"{folder} is a file: --out names the run's folder")
-        if not resume and folder.exists() and any(not _temporary(p) for p in folder.iterdir()):
-            raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
-        check_folder_of(folder)
-        folder.mkdir(exist_ok=True)
-    lock = lock_folder(folder) if main else None  # the other processes write nothing there
-    distributed.barrier()  # the other processes go on once the folder is checked and held
+    main, lock, problem = distributed.rank() == 0, None, None
+    if main:  # the other processes write nothing there
+        try:
+            if folder.exists() and not folder.is_dir():
+                raise InputError(f"{folder} is a file: --out names the run's folder")
+            if not resume and folder.exists() and any(not _temporary(p) for p in folder.iterdir()):
+                raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
+            check_folder_of(folder)
+            folder.mkdir(exist_ok=True)
+            lock = lock_folder(folder)
+        except InputError as e:
+            problem = str(e)
+    problem = distributed.agreed(problem)  # the others go on once the folder is checked and held
+    if problem:
+        if lock is not None:
+            os.close(lock)
+        raise InputError(problem)
     try:
         run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every and main else None, dev)
         if resume:

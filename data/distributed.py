@@ -67,6 +67,16 @@ def gathered(t: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
     return [o.cpu() for o in out]
 
 
+def agreed(problem: str | None) -> str | None:
+    """The first process's problem, if any process has one: all stop together with the same error (a process
+    left waiting for the others would fail with a traceback instead)."""
+    if world() == 1:
+        return problem
+    problems = [None] * world()
+    dist.all_gather_object(problems, problem)
+    return next((p for p in problems if p), None)
+
+
 def barrier() -> None:
     if world() > 1:
         dist.barrier()

@@ -30,7 +30,7 @@ def prepare_output(path: Path, overwrite: bool) -> None:
 def check_folder_of(path: Path) -> None:
     """The folder that will hold `path` (a file, or a run's folder) exists and is writable. Only folders in the
     defaults' homes (runs/, data/synthetic/) are made: elsewhere a missing folder is more likely a typo."""
-    if path in (Path("."), Path("/")):
+    if not path.name:  # ".", "/", "//" (and "", which arrives as ".")
         raise InputError(f"--out {str(path)!r} names no file or folder of its own")
     if path.is_dir():  # a run's or a sweep's folder that exists: what may go on in it is the command's to check
         return
@@ -40,7 +40,8 @@ def check_folder_of(path: Path) -> None:
             if not above.is_dir():
                 raise InputError(f"{above} is a file, so {path} cannot be written")
             break
-    if any(home == parent or home in parent.parents for home in HOMES):
+    where = Path(os.path.abspath(parent))  # "runs/../x" is not in runs/
+    if any(home == where or home in where.parents for home in map(Path, map(os.path.abspath, HOMES))):
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -71,7 +71,10 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["benchmark", "--out", "afile"], "afile is a file: --out names the benchmark's folder"),
     (["generate", "--out", "afile/s.h5"], "afile is a file"),
     (["evaluate", "--out", "afile/e.json"], "afile is a file"),
-    (["evaluate", "afile", "--out", "afile", "--overwrite"], "--out afile is one of the inputs"),
+    (["evaluate", "afile", "--out", "afile", "--overwrite"], "--out afile: the figures are JSON, name it .json"),
+    (["evaluate", "--labeller", "c.pt", "--out", "c.json", "--overwrite"], "--out c.json is the sha256 sidecar of an input"),
+    (["generate", "--out", "runs/../escaped/s.h5"], "escaped: no such folder"),
+    (["benchmark", "--out", "//"], "--out '//' names no file or folder of its own"),
     (["classify", "--n-real", "10", "--out", "missing/c.pt"], "missing: no such folder"),
     (["generate", "--out", "missing/s.h5"], "missing: no such folder"),
     (["train", "--out", "missing/run"], "missing: no such folder"),
@@ -86,7 +89,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, args, expe
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and result.output.count("\n") == 1 and expected in result.output
     assert not (tmp_path / "nowhere").exists()  # a misspelt --data-dir is not created
-    assert not (tmp_path / "missing").exists()  # nor a misspelt output folder
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "escaped").exists()  # nor a misspelt output folder
     assert (tmp_path / "afile").read_text() == "in the way"
 
 

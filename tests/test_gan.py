@@ -231,6 +231,10 @@ def test_two_processes_train_a_run_that_one_process_resumes_from_the_same_image(
     assert "time budget: epoch 0, step 1," in two.stdout
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert (saved["step"], saved["position"], saved["world"]) == (1, 1, 2)
+    again = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", *args],
+                           cwd=ROOT, capture_output=True, text=True)  # process 0's check fails: both stop with it
+    assert again.returncode != 0 and again.stderr.count("error: ") == 1 and "is not empty" in again.stderr
+    assert "Connection closed" not in again.stderr  # no process died waiting for the other
     one = subprocess.run([sys.executable, *args, "--resume"], cwd=ROOT, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-2000:]
     assert "40 steps/epoch of 10," in one.stdout and "from step 1 " in one.stdout
