@@ -5,6 +5,7 @@ import functools
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -92,7 +93,9 @@ def read_payload(path: str | Path, kind: str) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged file makes torch warn before it fails: the error says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(payload, dict) or payload.get("kind") != kind:

@@ -54,6 +54,7 @@ def written(name: str, data: bytes) -> Path:
 IDX = {magic: idx_file(magic, 3) for magic in (IMAGES_MAGIC, LABELS_MAGIC)}
 
 
+@pytest.mark.filterwarnings("error")  # a warning would be a second line before the error
 @CASES
 @given(st.sampled_from(sorted(IDX)).flatmap(lambda m: st.tuples(st.just(m), damaged(IDX[m]))), st.booleans())
 def test_idx_reader(case, zipped):
@@ -74,6 +75,7 @@ def valid_h5(tmp_path_factory):
     return write_synthetic(tmp_path_factory.mktemp("h5") / "synth.h5", digits, batch=16)
 
 
+@pytest.mark.filterwarnings("error")  # a warning would be a second line before the error
 @CASES
 @given(data=st.data())
 def test_hdf5_reader(valid_h5, data):
@@ -94,6 +96,7 @@ def valid_generator(tmp_path_factory):
     return path  # a path, not bytes: a failing case's report stays readable
 
 
+@pytest.mark.filterwarnings("error")  # a warning would be a second line before the error
 @CASES
 @given(data=st.data(), with_sidecar=st.booleans())
 def test_checkpoint_reader(valid_generator, data, with_sidecar):
