@@ -16,8 +16,8 @@ from data.errors import InputError
 
 
 # Where an output cannot be written (read-only, a file in the way, a full disk): the user's to fix, not a bug.
-OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR,
-                 errno.EEXIST}
+OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EISDIR,
+                 errno.ENOTDIR, errno.EEXIST}
 
 
 class OneLineErrors(TyperGroup):

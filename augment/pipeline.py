@@ -1,6 +1,7 @@
 """generate -> label -> HDF5: draw digits, pseudo-label them, keep the confident ones, write the file."""
 
 import itertools
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from data.synthetic import MAX_ROWS, SyntheticWriter, join_shards, shard_path
 
 MAX_DRAWS_PER_KEPT = 50  # bounded tries: give up after drawing this many images per image asked for
 FORESIGHT = 20_000  # draws after which the pass rate is known well enough to give up early
+ROW_BYTES = 400  # a row of the file, compressed (about 300 measured), without latents
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     real = mnist.load("train", dataset, data_dir) if config.min_realism else None
     select = Selection(config.min_realism, second, real)
     spec = g.spec
+    need, free = config.n * (ROW_BYTES + 4 * spec.nz * config.save_latents), shutil.disk_usage(out.parent).free
+    if need > free:
+        raise InputError(f"{out.parent}: {config.n:,} images need about {need / 1e6:,.0f} MB, {free / 1e6:,.0f} MB free")
     attrs = {
         "dataset": dataset,
         "generator_sha256": sha256_of(generator_path),

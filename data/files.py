@@ -3,6 +3,7 @@
 import fcntl
 import functools
 import hashlib
+import io
 import json
 import os
 import warnings
@@ -30,13 +31,20 @@ def write_atomic(path: Path, write) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, say: name the file the user asked for, not the temporary
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def save_atomic(payload: dict, path: Path) -> str:
-    """torch.save, atomically; returns the file's sha256."""
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    """torch.save, atomically; returns the file's sha256. Serialised in memory first: torch's own file writer
+    meets a full disk with a RuntimeError, a Python write with the OSError that names it."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
     return sha256_of(path)
 
 

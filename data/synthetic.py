@@ -1,7 +1,9 @@
 """The `digitgen-synthetic` HDF5 format, version 1 (see DESIGN.md): writer, reader, torch Dataset.
 
-The writer streams batches into chunked, compressed datasets under a temporary name and renames
-the file into place only when it is complete, so the final name never holds a half file.
+The writer builds the file in memory (chunked and compressed: about 300 bytes a row) and writes it under
+a temporary name, renamed into place only when complete, so the final name never holds a half file. In
+memory, because a write that fails inside the HDF5 library (a full disk) leaves the library unable to
+close the file, and it then crashes the process at exit; a write of the finished image fails in Python.
 """
 
 import json
@@ -24,7 +26,7 @@ import torch
 from h5py import h5a, h5d, h5l, h5o, h5z
 
 from data.errors import InputError, prepare_output
-from data.files import lock_output, remove_stale_temporaries, write_atomic
+from data.files import lock_output, write_atomic
 from data.mnist import DEFAULT_DIRS
 
 FORMAT, FORMAT_VERSION = "digitgen-synthetic", 1
@@ -55,13 +57,7 @@ class SyntheticWriter:
             raise ValueError(f"missing attributes: {missing}")
         prepare_output(self.path, overwrite)
         self.release = lock_output(self.path)
-        remove_stale_temporaries(self.path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            self.file = h5py.File(self.tmp, "w")
-        except OSError as e:
-            self.release()
-            raise InputError(f"{self.path}: cannot write here ({e})") from None
+        self.file = h5py.File(self.path.name, "w", driver="core", backing_store=False)  # nothing on disk yet
         try:
             self._start(attrs, nz, conditional)
         except BaseException:
@@ -106,11 +102,13 @@ class SyntheticWriter:
         self.n += b
 
     def close(self) -> Path:
-        """Finish the file and rename it into place."""
+        """Finish the file and write it into place (a full disk: an OSError, nothing under the final name)."""
         try:
             self.file.attrs["class_counts"] = json.dumps({str(c): int(k) for c, k in enumerate(self.counts)})
+            self.file.flush()
+            image = self.file.id.get_file_image()
             self.file.close()
-            os.replace(self.tmp, self.path)
+            write_atomic(self.path, lambda tmp: tmp.write_bytes(image))
         except BaseException:
             self.discard()
             raise
@@ -121,7 +119,6 @@ class SyntheticWriter:
         try:
             self.file.close()
         finally:
-            self.tmp.unlink(missing_ok=True)
             self.release()
 
     def __enter__(self) -> "SyntheticWriter":

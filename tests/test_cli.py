@@ -148,13 +148,34 @@ def test_classify_never_writes_over_a_json_it_did_not_write(tmp_path):
     assert result.exit_code == 2 and "name the checkpoint .pt" in result.output
 
 
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write then fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+sys.argv = ["digitgen"] + sys.argv[1:]
+from cli import app
+app()
+"""
+
+
+@pytest.mark.parametrize("args", [["generate", "--n", "5000", "--min-confidence", "0", "--overwrite"],
+                                  ["classify", "--n-real", "100", "--epochs", "1", "--min-steps", "5", "--overwrite"]])
+def test_a_full_disk_is_one_error_line_and_the_previous_file_intact(tmp_path, args):
+    out = tmp_path / ("x.h5" if args[0] == "generate" else "x.pt")
+    out.write_text("the previous file")
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, *args, "--device", "cpu", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and done.stderr == f"error: {out}: File too large\n", done.stderr[-2000:]
+    assert out.read_text() == "the previous file" and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
 def test_sigterm_during_generate_leaves_no_file_behind(tmp_path):
     out = tmp_path / "g.h5"
     proc = subprocess.Popen([str(Path(sys.executable).parent / "digitgen"), "generate", "--n", "500000",
                              "--min-confidence", "0", "--out", str(out), "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".g.h5.*.tmp")) and time.monotonic() < deadline:
+    while not (tmp_path / ".g.h5.lock").exists() and time.monotonic() < deadline:  # it is drawing
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -2,6 +2,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -165,7 +166,7 @@ def test_rare_classes_give_a_clear_message_and_no_file(tmp_path, models):
     # A hopeless pass rate is known long before the budget (50 draws per image asked for, 50 million here) is spent.
     result = run("generate", "--generator", models["plain"], "--labeller", models["labeller"], "--n", 1_000_000,
                  "--min-confidence", 0.999999, "--out", out)
-    assert result.exit_code == 2 and f"after drawing {pipeline.FORESIGHT:,}:" in result.output, result.output
+    assert result.exit_code == 2 and f"after drawing {pipeline.FORESIGHT:,}, too few" in result.output, result.output
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -183,6 +184,14 @@ def test_generate_refuses_bad_input(tmp_path, models, args, expected):
         base[a] = v
     result = run("generate", "--n", 10, *[x for kv in base.items() for x in kv])
     assert result.exit_code == 2 and expected in result.output and result.output.count("\n") == 1
+
+
+def test_too_little_free_space_is_refused_before_drawing(tmp_path, models, monkeypatch):
+    monkeypatch.setattr("augment.pipeline.shutil.disk_usage", lambda path: SimpleNamespace(free=5_000_000))
+    result = run("generate", "--generator", models["plain"], "--labeller", models["labeller"], "--n", 100_000,
+                 "--out", tmp_path / "x.h5")
+    assert result.exit_code == 2 and "100,000 images need about 40 MB, 5 MB free" in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_slerp_ends_at_its_endpoints_and_keeps_the_norm():
