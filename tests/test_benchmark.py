@@ -80,7 +80,7 @@ def test_two_processes_under_torchrun_share_one_sweep(tmp_path, train, test_digi
         serial = benchmark.run(sweep, pool, train, test_digits, tmp_path / "serial", "mnist")
     finally:
         torch.set_num_threads(threads)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--", "cli.py",
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--", "cli.py",
                            "benchmark", "--synthetic", str(pool), "--sizes", "30", "--ratios", "1", "--seeds", "2",
                            "--min-steps", "10", "--min-confidence", "0.15", "--device", "cpu",
                            "--out", str(tmp_path / "two")],

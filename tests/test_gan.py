@@ -224,14 +224,14 @@ def test_two_processes_train_a_run_that_one_process_resumes_from_the_same_image(
     out = tmp_path / "run"
     args = ["cli.py", "train", "--out", str(out), "--n-real", "400", "--batch-size", "10", "--nz", "8", "--g-width", "8",
             "--d-width", "8", "--eval-every", "0", "--device", "cpu", "--epochs", "1"]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", *args,
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args,
                           "--max-minutes", "1e-9"], cwd=ROOT, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("20 steps/epoch of 10 x 2 processes") == 1  # 400 images / (2 x 10); one report
     assert "time budget: epoch 0, step 1," in two.stdout
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert (saved["step"], saved["position"], saved["world"]) == (1, 1, 2)
-    again = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", *args],
+    again = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args],
                            cwd=ROOT, capture_output=True, text=True)  # process 0's check fails: both stop with it
     assert again.returncode != 0 and again.stderr.count("error: ") == 1 and "is not empty" in again.stderr
     assert "Connection closed" not in again.stderr  # no process died waiting for the other

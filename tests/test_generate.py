@@ -132,7 +132,7 @@ def test_two_processes_write_the_file_one_process_writes(tmp_path, models, merge
             "--min-confidence", 0.3, "--batch-size", 64, "--save-latents", "--device", "cpu"]
     one = run(*args, "--out", tmp_path / "one.h5")
     assert one.exit_code == 0, one.output
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--", "cli.py",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--", "cli.py",
                           *map(str, args), "--merge", merge, "--out", str(tmp_path / "two.h5")],
                          cwd=ROOT, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-2000:]
