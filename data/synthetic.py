@@ -57,7 +57,7 @@ class SyntheticWriter:
             raise ValueError(f"missing attributes: {missing}")
         prepare_output(self.path, overwrite)
         self.release = lock_output(self.path)
-        self.file = h5py.File(self.path.name, "w", driver="core", backing_store=False)  # nothing on disk yet
+        self.file = h5py.File(str(self.path), "w", driver="core", backing_store=False)  # nothing on disk yet
         try:
             self._start(attrs, nz, conditional)
         except BaseException:
