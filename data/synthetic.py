@@ -195,8 +195,9 @@ def _write_virtual(path: Path, files: list, shards: list[Path], layout: list[tup
 
 
 # The reader. A hostile file must end in an InputError naming it and saying what is wrong: never a traceback,
-# never a read outside the file (external storage, external or soft links, virtual datasets, filter plugins),
-# never an allocation the file's declared shapes could blow up.
+# never a read outside the file (external storage, external or soft links, filter plugins, virtual datasets
+# other than over the valid shards beside it that join_shards writes), never an allocation the file's declared
+# shapes could blow up.
 
 DATASETS = tuple(DEFAULT_DIRS)
 MAX_ROWS = 2_000_000  # 28x28 uint8 images: 1.5 GiB in memory; more is refused before anything is allocated
