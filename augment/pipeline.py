@@ -16,7 +16,7 @@ from classifier import checkpoint as classifier_checkpoint
 from classifier.train import pseudo_label
 from data import distributed, mnist
 from data.errors import InputError, prepare_output
-from data.files import autocast, check_seed, device_of, resolve_device, sha256_of
+from data.files import autocast, check_seed, device_of, indexed_seed, resolve_device, sha256_of
 from data.pixels import to_uint8
 from data.synthetic import MAX_ROWS, SyntheticWriter, join_shards, shard_path
 
@@ -165,15 +165,10 @@ MERGES = ("vds", "copy")
 MAX_TESTS = 3  # confidence, realism, agreement
 
 
-def batch_seed(seed: int, index: int) -> int:
-    """The seed of batch `index`: independent streams for every (seed, index), unlike seed + index."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] % 2**63)
-
-
 def _draw(g, labeller, select: Selection, config: GenerateConfig, index: int, dev: torch.device) -> dict:
     """Batch `index` of the sequence: its rows for the file, and what every process must see of it to apply
     the keep rule (the labels of the samples passing every test, -1 for the others; then its tallies)."""
-    noise = torch.Generator().manual_seed(batch_seed(config.seed, index))
+    noise = torch.Generator().manual_seed(indexed_seed(config.seed, index))
     z = torch.randn(config.batch_size, g.spec.nz, generator=noise)  # on the CPU: the same on any device
     asked = None
     if g.spec.conditional:  # every class in turn, or the one asked for
