@@ -125,6 +125,9 @@ def train(
                                          show_default="no"),
     deep: Optional[bool] = typer.Option(None, "--deep/--no-deep", help="dcgan: one more 3x3 convolution block in each network.",
                                         show_default="yes for dcgan"),
+    clusters: Optional[int] = typer.Option(None, help="Self-conditioning without labels: condition both networks on this "
+                                           "many k-means clusters of the training images; samples still come from noise "
+                                           "alone. 0 turns it off.", show_default="0"),
     r1: Optional[float] = typer.Option(None, help="R1 gradient penalty weight on real images (lazy, every 16 steps); 0 turns it "
                                        "off. Per-image only without batch norm in D: use with --sn.",
                                        show_default="0"),

@@ -47,7 +47,8 @@ def train(out: str | Path = "runs/gan", resume: bool = False, epochs: int | None
     if c.labeller:
         images = (f"{c.n_real:,} labelled + {len(run.data) - c.n_real:,} {c.dataset} images labelled by {c.labeller} "
                   f"at confidence >= {c.min_confidence}")
-    log(f"{'resuming' if resume else 'training'} {c.spec.arch}{' conditional' if c.spec.conditional else ''} GAN on "
+    kind = " conditional" if c.spec.conditional else f" self-conditioned ({c.spec.clusters} clusters)" if c.spec.clusters else ""
+    log(f"{'resuming' if resume else 'training'} {c.spec.arch}{kind} GAN on "
         f"{images}: {run.steps_per_epoch:,} steps/epoch of {c.batch_size}"
         f"{f' x {run.world} processes' if run.world > 1 else ''}, {c.epochs} epochs, from step {run.step:,} "
         f"({threads} threads, {run.dev}) -> {out}")

@@ -5,6 +5,8 @@ default, from the recipe study) a 3x3 convolution block at 14x14 in G and at 7x7
 `tutorial` copies the classic Keras DCGAN-for-MNIST the original notebook used, so benchmarks
 can compare against it on the same footing. With `conditional`, the generator reads a one-hot
 class beside the noise and the discriminator adds a projection term (Miyato & Koyama, 2018).
+With `clusters` K, the same machinery conditions on K k-means clusters of the training images
+instead (see clusters.py): no labels, and the generator still draws from noise alone.
 """
 
 import math
@@ -30,12 +32,15 @@ class GanSpec:
     sn: bool = False
     mbstd: bool = False
     deep: bool = False  # dcgan: one more 3x3 conv block in G (at 14x14) and in D (at 7x7); the preset's default
+    clusters: int = 0  # self-conditioning on this many k-means clusters (0: off); not with conditional
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise InputError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if not (1 <= self.nz <= 4096 and 1 <= self.g_width <= 1024 and 1 <= self.d_width <= 1024):  # before any weight
             raise InputError("latent size must be in 1..4096 and widths in 1..1024")
+        if self.clusters and not (2 <= self.clusters <= 1000 and self.nz >= 2 and not self.conditional):
+            raise InputError("clusters must be in 2..1000, with a latent size of at least 2, and without conditional")
 
     @staticmethod
     def preset(arch: str, **overrides) -> "GanSpec":
@@ -48,14 +53,16 @@ class GanSpec:
 
 
 def _classes(spec: GanSpec) -> int:
-    return 10 if spec.conditional else 0
+    return 10 if spec.conditional else spec.clusters
 
 
 class Generator(nn.Module):
     def __init__(self, spec: GanSpec):
         super().__init__()
         self.spec = spec
-        nz, w = spec.nz + _classes(spec), spec.g_width
+        nz, w = spec.nz - bool(spec.clusters) + _classes(spec), spec.g_width
+        if spec.clusters:  # the clusters' shares of the training set: training sets them
+            self.register_buffer("prior", torch.full((spec.clusters,), 1 / spec.clusters))
         if spec.arch == "dcgan":
             self.project = nn.Sequential(nn.Linear(nz, 2 * w * 49, bias=False), nn.BatchNorm1d(2 * w * 49), nn.ReLU())
             deep = [nn.Conv2d(w, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU()] if spec.deep else []
@@ -75,9 +82,19 @@ class Generator(nn.Module):
         init_weights(self, spec.arch)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if self.spec.conditional:
-            z = torch.cat([z, nn.functional.one_hot(y, 10).to(z.dtype)], 1)
+        """Images for noise z and classes y; with clusters, y (training) or else z's first latent picks them."""
+        if self.spec.clusters:
+            y, z = self.cluster_of(z) if y is None else y, z[:, 1:]
+        if _classes(self.spec):
+            z = torch.cat([z, nn.functional.one_hot(y, _classes(self.spec)).to(z.dtype)], 1)
         return self.body(self.project(z).view(-1, self.channels, 7, 7))
+
+    def cluster_of(self, z: torch.Tensor) -> torch.Tensor:
+        """The cluster the first latent falls in, by its normal quantile against the prior's cumulative shares,
+        so N(0, 1) noise draws each cluster as often as the training set holds it."""
+        u = torch.special.ndtr(z[:, 0].float())
+        edges = self.prior.cumsum(0)[:-1].to(u.dtype)
+        return torch.searchsorted(edges, u.contiguous(), right=True)
 
 
 class Discriminator(nn.Module):
@@ -101,7 +118,7 @@ class Discriminator(nn.Module):
             )
         features = (2 * w + spec.mbstd) * 49
         self.head = nn.Linear(features, 1)
-        self.embed = nn.Embedding(10, features) if spec.conditional else None
+        self.embed = nn.Embedding(_classes(spec), features) if _classes(spec) else None
         init_weights(self, spec.arch)
         if spec.sn:
             for m in self.modules():

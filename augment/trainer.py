@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from augment.checkpoint import load_training, save_generator, save_training
+from augment.clusters import kmeans
 from augment.diffaug import diff_augment
 from augment.images import save_gif, save_grid
 from augment.models import Discriminator, GanSpec, Generator
@@ -148,8 +149,14 @@ class GanRun:
         self.folder, self.config, self.data, self.probe, self.dev = folder, config, data, probe, device
         spec = config.spec
         torch.manual_seed(config.seed)
+        # What the networks are conditioned on: the digits' labels, their k-means clusters, or nothing
+        self.classes, shares = data.labels if spec.conditional else None, None
+        if spec.clusters:
+            self.classes, shares = kmeans(data.images, spec.clusters, config.seed)
         layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.g, self.d = (m.to(device, memory_format=layout) for m in (Generator(spec), Discriminator(spec)))
+        if shares is not None:
+            self.g.prior.copy_(shares)
         self.g_ema = copy.deepcopy(self.g).eval() if config.ema else None
         self.rank, self.world = distributed.rank(), distributed.world()
         self.main = self.rank == 0  # the one process that writes the folder
@@ -184,6 +191,7 @@ class GanRun:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "step": self.step, "epoch": self.epoch, "position": self.position, "seconds": self.seconds,
             "noise_rng": self.noise.get_state(), "torch_rng": torch.get_rng_state(), "world": self.world,
+            "clusters": self.classes.short() if self.config.spec.clusters else None,
         }
 
     def restore(self, state: dict) -> None:
@@ -199,6 +207,12 @@ class GanRun:
         self.seconds = state.get("seconds", 0.0)
         self.noise.set_state(state["noise_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if self.config.spec.clusters:  # as saved: k-means may round differently on other thread counts
+            saved = state["clusters"]
+            if not (isinstance(saved, torch.Tensor) and saved.shape == self.classes.shape
+                    and 0 <= saved.min() <= saved.max() < self.config.spec.clusters):
+                raise ValueError("its cluster assignments do not fit the training set")
+            self.classes = saved.long()
 
     def checkpoint(self) -> None:
         """checkpoint.pt is the run's one commit point, so it is written last: resuming rewrites the generator and
@@ -260,7 +274,7 @@ class GanRun:
         mine = slice(self.rank * cfg.batch_size, (self.rank + 1) * cfg.batch_size)
         idx = idx[mine]
         real = to_model(self.data.images[idx]).to(dev)
-        y = self.data.labels[idx].to(dev) if cfg.spec.conditional else None
+        y = None if self.classes is None else self.classes[idx].to(dev)
         # CPU noise, drawn for the global batch: the same on any device and in any number of processes
         z = torch.randn(len(idx) * self.world, cfg.spec.nz, generator=self.noise)[mine].to(dev)
         seen = (lambda x: diff_augment(x, self.noise)) if cfg.diffaug else (lambda x: x)
@@ -306,7 +320,7 @@ def r1_penalty(d_real: torch.Tensor, real: torch.Tensor, gamma: float) -> torch.
     return grad.square().sum((1, 2, 3)).mean() * (gamma / 2 * R1_EVERY)
 
 
-SPEC_OPTIONS = ("nz", "g_width", "d_width", "conditional", "sn", "mbstd", "deep")
+SPEC_OPTIONS = ("nz", "g_width", "d_width", "conditional", "sn", "mbstd", "deep", "clusters")
 
 
 def make_config(arch: str | None = "dcgan", **options) -> GanConfig:
@@ -384,6 +398,8 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
         config = GanConfig(**{**config.__dict__, "labeller": str(Path(config.labeller).resolve()),
                               "labeller_sha256": sha256_of(config.labeller)})
     data = training_set(train_set, config)
+    if config.spec.clusters > len(data):
+        raise InputError(f"{config.spec.clusters:,} clusters need at least as many training images; there are {len(data):,}")
     if len(data) < config.batch_size * distributed.world():
         raise InputError(f"a global batch of {config.batch_size * distributed.world():,} is larger than the "
                          f"{len(data):,} training images")

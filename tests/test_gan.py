@@ -24,6 +24,7 @@ TINY = trainer.GanConfig(spec=GanSpec(nz=16, g_width=16, d_width=16), epochs=2, 
 # Every recipe option at once: spectral norm, minibatch std, hinge, R1, DiffAugment.
 TINY_RECIPE = trainer.GanConfig(**{**TINY.__dict__, "spec": GanSpec(nz=16, g_width=16, d_width=16, sn=True, mbstd=True),
                                    "loss": "hinge", "r1": 1.0, "diffaug": True})
+TINY_CLUSTERS = trainer.GanConfig(**{**TINY.__dict__, "spec": GanSpec(nz=16, g_width=16, d_width=16, clusters=4)})
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_training_writes_grids_losses_plot_gif_and_checkpoints(tmp_path, digits)
     assert sha256_of(folder / "generator.pt") in (folder / "generator.json").read_text()
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_RECIPE], ids=["default", "all-recipe-options"])
+@pytest.mark.parametrize("config", [TINY, TINY_RECIPE, TINY_CLUSTERS], ids=["default", "all-recipe-options", "clusters"])
 def test_resume_continues_exactly_where_it_stopped(tmp_path, digits, config):
     straight = trainer.start(tmp_path / "straight", config, digits, resume=False)
     trainer.train(straight, progress=False)
@@ -121,6 +122,11 @@ def test_bad_training_requests(tmp_path, digits):
     (tmp_path / "b" / "x").write_text("x")
     with pytest.raises(InputError, match="is not empty"):
         trainer.start(tmp_path / "b", TINY, digits, False)
+    with pytest.raises(InputError, match="100 clusters need at least as many training images; there are 96"):
+        trainer.start(tmp_path / "c", trainer.GanConfig(spec=GanSpec(clusters=100), batch_size=32), digits, False)
+    for bad in ({"clusters": 1}, {"clusters": 1001}, {"clusters": 10, "conditional": True}, {"clusters": 10, "nz": 1}):
+        with pytest.raises(InputError, match="clusters must be in 2..1000"):
+            GanSpec(**bad)
 
 
 def test_n_real_trains_on_classifys_labelled_subset(tmp_path, train):
@@ -281,6 +287,43 @@ def test_deep_adds_a_conv_block_to_each_network_and_only_to_dcgan():
         trainer.GanConfig(spec=GanSpec.preset("tutorial", deep=True)).check()
     with pytest.raises(InputError, match="multiple of 4"):
         trainer.GanConfig(spec=GanSpec(mbstd=True), batch_size=30).check()
+
+
+def test_kmeans_clusters_of_digits_are_mostly_one_digit_each(train):
+    from augment.clusters import kmeans
+
+    images, labels = train.images[:3000], train.labels[:3000]
+    clusters, shares = kmeans(images, 30, seed=0)
+    assert clusters.shape == (3000,) and 0 <= clusters.min() and clusters.max() == 29
+    assert torch.allclose(shares, torch.bincount(clusters, minlength=30) / 3000) and shares.sum().item() == pytest.approx(1)
+    purity = sum(torch.bincount(labels[clusters == k]).max().item() for k in range(30)) / 3000
+    assert purity > 0.7  # no labels used: 0.1 would be chance
+    assert torch.equal(kmeans(images, 30, seed=0)[0], clusters)
+
+
+def test_a_self_conditioned_generator_draws_each_cluster_as_often_as_training_held_it():
+    g = Generator(GanSpec(nz=8, g_width=8, clusters=5)).eval()
+    g.prior.copy_(torch.tensor([0.5, 0.05, 0.2, 0.15, 0.1]))
+    z = torch.randn(40_000, 8, generator=torch.Generator().manual_seed(0))
+    drawn = torch.bincount(g.cluster_of(z), minlength=5) / len(z)
+    assert (drawn - g.prior).abs().max() < 0.01
+    with torch.no_grad():  # from noise alone: the first latent picks the cluster, the rest feed the network
+        assert torch.equal(g(z[:50]), g(z[:50], g.cluster_of(z[:50])))
+        other = z[:50].clone()
+        other[:, 0] = torch.where(g.cluster_of(z[:50]) == 0, -3.0, 3.0)  # cluster 0, or cluster 4
+        assert not torch.equal(g(z[:50]), g(other))
+
+
+def test_self_conditioned_training_keeps_its_clusters_and_their_prior(tmp_path, digits):
+    from augment.clusters import kmeans
+
+    run = trainer.start(tmp_path / "r", TINY_CLUSTERS, digits, False)
+    trainer.train(run, progress=False)
+    clusters, shares = kmeans(digits.images, 4, TINY_CLUSTERS.seed)
+    assert torch.equal(run.classes, clusters)
+    g, _ = load_generator(tmp_path / "r" / "generator.pt")
+    assert g.spec.clusters == 4 and torch.equal(g.prior, shares)
+    assert torch.equal(trainer.load_training(tmp_path / "r" / "checkpoint.pt")["clusters"].long(), clusters)
 
 
 def test_discriminator_options_are_built_as_named():
