@@ -252,8 +252,9 @@ def evaluate(
     source: Optional[Path] = typer.Argument(None, help="A generator.pt written by train, or an HDF5 synthetic dataset.",
                                             show_default="the bundled generator"),
     n: int = typer.Option(10000, help="Samples to draw (generator) or read (HDF5, its first rows)."),
-    labeller: Optional[Path] = typer.Option(None, help="Unconditional generators: the classifier that labels samples "
-                                            "for CAS.", show_default="the reference classifier"),
+    labeller: Optional[Path] = typer.Option(None, help="Generators: the classifier that labels the samples for CAS "
+                                            "(a conditional one's too, instead of the classes asked for).",
+                                            show_default="the reference classifier; the classes asked for"),
     cas: bool = typer.Option(True, help="Also train a classifier on the samples alone (CAS) and on the floor subset."),
     seed: int = typer.Option(0, help="Seed of the samples and of the real floor subset."),
     out: Optional[Path] = typer.Option(None, help="Also write the figures as JSON here."),

@@ -97,6 +97,9 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
         raise InputError(f"n must be in 10..55,000 (precision and recall need neighbours; the floor is as many real "
                          f"train images outside validation), got {n}")
     check_seed(seed)
+    hdf5 = source.suffix in (".h5", ".hdf5")
+    if hdf5 and labeller:
+        raise InputError(f"--labeller labels a generator's samples; {source} carries its own labels")
     if out is not None:
         if Path(out).suffix != ".json":
             raise InputError(f"--out {out}: the figures are JSON, name it .json")
@@ -108,14 +111,14 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
     use_all_cores()
     reference = classifier_checkpoint.load_reference().to(dev)
     judge = classifier_checkpoint.load_judge().to(dev)
-    if source.suffix in (".h5", ".hdf5"):
+    if hdf5:
         data = load_synthetic(source, limit=n)
         images, labels, dataset, how = data.images, data.labels, data.attrs["dataset"], "its pseudo-labels"
     else:
         g, payload = load_generator(source)
         images, labels = draw(g.to(dev), n, seed)
         dataset, how = payload["info"]["run"]["dataset"], "the classes asked for"
-        if labels is None:
+        if labels is None or labeller:
             model = classifier_checkpoint.load(labeller)[0].to(dev) if labeller else reference
             labels = predict_proba(model, images).argmax(1)
             how = f"labels from {labeller or 'the reference classifier'}"

@@ -116,3 +116,16 @@ def test_label_noise_counts_the_labels_the_judge_disagrees_with(test_digits):
 def test_evaluate_refuses_a_missing_source(tmp_path):
     result = runner.invoke(app, ["evaluate", str(tmp_path / "absent.pt")])
     assert result.exit_code == 2 and "absent.pt" in result.output
+
+
+def test_evaluate_labels_a_conditional_generators_samples_with_the_labeller_given(tmp_path, synthetic_file):
+    from augment import evaluate
+    from augment.checkpoint import BUNDLED_CONDITIONAL
+    from classifier.checkpoint import JUDGE
+
+    asked = evaluate(BUNDLED_CONDITIONAL, n=200, cas=False, progress=False, log=lambda *_: None)
+    judged = evaluate(BUNDLED_CONDITIONAL, n=200, labeller=JUDGE, cas=False, progress=False, log=lambda *_: None)
+    assert asked.labels_from == "the classes asked for" and judged.labels_from == f"labels from {JUDGE}"
+    assert judged.samples.label_noise == 0.0 < asked.samples.label_noise  # the judge never disagrees with itself
+    result = runner.invoke(app, ["evaluate", str(synthetic_file), "--labeller", str(JUDGE)])
+    assert result.exit_code == 2 and "carries its own labels" in result.output
