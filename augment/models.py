@@ -49,7 +49,12 @@ class GanSpec:
         return GanSpec(arch=arch, **{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Its fields; `clusters` (added later) only when on, so the records of earlier runs, sweeps among
+        them, still match those of today's for the same settings."""
+        d = asdict(self)
+        if not self.clusters:
+            del d["clusters"]
+        return d
 
 
 def _classes(spec: GanSpec) -> int:

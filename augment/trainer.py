@@ -343,7 +343,7 @@ def resumed_config(folder: Path, epochs: int | None = None, eval_every: float | 
         saved = GanConfig.from_dict(load_training(path)["config"])
     except (KeyError, TypeError, InputError) as e:
         raise InputError(f"{path}: no usable config in this checkpoint ({e})") from None
-    have = {**saved.__dict__, **saved.spec.as_dict()}
+    have = {**saved.__dict__, **asdict(saved.spec)}
     if options.get("labeller") is not None:
         options["labeller"] = str(Path(options["labeller"]).resolve())
     changed = [f"--{k.replace('_', '-')} {v} (saved: {have[k]})" for k, v in options.items()

@@ -326,6 +326,13 @@ def test_self_conditioned_training_keeps_its_clusters_and_their_prior(tmp_path, 
     assert torch.equal(trainer.load_training(tmp_path / "r" / "checkpoint.pt")["clusters"].long(), clusters)
 
 
+def test_clusters_appear_in_records_only_when_on_and_a_resume_cannot_switch_them(tmp_path, digits):
+    assert "clusters" not in GanSpec().as_dict() and GanSpec(clusters=3).as_dict()["clusters"] == 3
+    trainer.train(trainer.start(tmp_path / "r", TINY, digits, False), progress=False)
+    with pytest.raises(InputError, match=r"--clusters 4 \(saved: 0\)"):
+        trainer.resumed_config(tmp_path / "r", clusters=4)
+
+
 def test_discriminator_options_are_built_as_named():
     sn = Discriminator(GanSpec(sn=True))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in sn.modules())
