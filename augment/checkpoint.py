@@ -41,4 +41,6 @@ def load_generator(path: str | Path) -> tuple[Generator, dict]:
     if not isinstance(dataset, str) or dataset not in DATASETS:
         raise InputError(f"{path}: trained on unknown dataset {dataset!r}")
     check_finite(path, payload["state_dict"])
+    if g.spec.clusters and not (g.prior.min() >= 0 and abs(g.prior.sum().item() - 1) < 1e-3):
+        raise InputError(f"{path}: its cluster shares are not a distribution")
     return g.eval(), payload

@@ -107,6 +107,7 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
         inputs = {p.resolve().with_suffix(".json") for p in (source, Path(labeller or source))}  # their sidecars
         if Path(out).resolve() in inputs:
             raise InputError(f"--out {out} is the sha256 sidecar of an input: the report would replace it")
+    model = classifier_checkpoint.load(labeller)[0] if labeller else None  # refused before any work if unusable
     dev = resolve_device(device)
     use_all_cores()
     reference = classifier_checkpoint.load_reference().to(dev)
@@ -119,8 +120,7 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
         images, labels = draw(g.to(dev), n, seed)
         dataset, how = payload["info"]["run"]["dataset"], "the classes asked for"
         if labels is None or labeller:
-            model = classifier_checkpoint.load(labeller)[0].to(dev) if labeller else reference
-            labels = predict_proba(model, images).argmax(1)
+            labels = predict_proba(reference if model is None else model.to(dev), images).argmax(1)
             how = f"labels from {labeller or 'the reference classifier'}"
     test, train_set = mnist.load("test", dataset, data_dir), mnist.load("train", dataset, data_dir)
     floor_set = train_set.subset(mnist.labelled_subset(train_set.labels, len(images), seed))

@@ -37,6 +37,8 @@ class GanSpec:
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise InputError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if any(type(v) is not int for v in (self.nz, self.g_width, self.d_width, self.clusters)):  # a damaged record
+            raise InputError("latent size, widths and clusters must be whole numbers")
         if not (1 <= self.nz <= 4096 and 1 <= self.g_width <= 1024 and 1 <= self.d_width <= 1024):  # before any weight
             raise InputError("latent size must be in 1..4096 and widths in 1..1024")
         if self.clusters and not (2 <= self.clusters <= 1000 and self.nz >= 2 and not self.conditional):

@@ -145,18 +145,18 @@ class GanRun:
     """One training run in a folder: models, optimisers, position, and the files it writes."""
 
     def __init__(self, folder: Path, config: GanConfig, data: Digits, probe: FidProbe | None = None,
-                 device: torch.device = torch.device("cpu")):
+                 device: torch.device = torch.device("cpu"), clusters: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """clusters: a fresh self-conditioned run's (assignments, shares); a resumed one restores its saved ones."""
         self.folder, self.config, self.data, self.probe, self.dev = folder, config, data, probe, device
         spec = config.spec
         torch.manual_seed(config.seed)
         # What the networks are conditioned on: the digits' labels, their k-means clusters, or nothing
-        self.classes, shares = data.labels if spec.conditional else None, None
-        if spec.clusters:
-            self.classes, shares = kmeans(data.images, spec.clusters, config.seed)
+        self.classes = data.labels if spec.conditional else None
         layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.g, self.d = (m.to(device, memory_format=layout) for m in (Generator(spec), Discriminator(spec)))
-        if shares is not None:
-            self.g.prior.copy_(shares)
+        if clusters is not None:
+            self.classes = clusters[0]
+            self.g.prior.copy_(clusters[1])
         self.g_ema = copy.deepcopy(self.g).eval() if config.ema else None
         self.rank, self.world = distributed.rank(), distributed.world()
         self.main = self.rank == 0  # the one process that writes the folder
@@ -209,7 +209,7 @@ class GanRun:
         torch.set_rng_state(state["torch_rng"])
         if self.config.spec.clusters:  # as saved: k-means may round differently on other thread counts
             saved = state["clusters"]
-            if not (isinstance(saved, torch.Tensor) and saved.shape == self.classes.shape
+            if not (isinstance(saved, torch.Tensor) and saved.shape == (len(self.data),)
                     and 0 <= saved.min() <= saved.max() < self.config.spec.clusters):
                 raise ValueError("its cluster assignments do not fit the training set")
             self.classes = saved.long()
@@ -343,7 +343,7 @@ def resumed_config(folder: Path, epochs: int | None = None, eval_every: float | 
         saved = GanConfig.from_dict(load_training(path)["config"])
     except (KeyError, TypeError, InputError) as e:
         raise InputError(f"{path}: no usable config in this checkpoint ({e})") from None
-    have = {**saved.__dict__, **asdict(saved.spec)}
+    have = {**saved.__dict__, **saved.spec.__dict__}  # every field: as_dict leaves out clusters when off
     if options.get("labeller") is not None:
         options["labeller"] = str(Path(options["labeller"]).resolve())
     changed = [f"--{k.replace('_', '-')} {v} (saved: {have[k]})" for k, v in options.items()
@@ -399,7 +399,8 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
                               "labeller_sha256": sha256_of(config.labeller)})
     data = training_set(train_set, config)
     if config.spec.clusters > len(data):
-        raise InputError(f"{config.spec.clusters:,} clusters need at least as many training images; there are {len(data):,}")
+        raise InputError(f"{config.spec.clusters:,} clusters need at least as many training images, and there are "
+                         f"{len(data):,}: ask for fewer, or --clusters 0")
     if len(data) < config.batch_size * distributed.world():
         raise InputError(f"a global batch of {config.batch_size * distributed.world():,} is larger than the "
                          f"{len(data):,} training images")
@@ -421,7 +422,8 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
             os.close(lock)
         raise InputError(problem)
     try:
-        run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every and main else None, dev)
+        clusters = kmeans(data.images, config.spec.clusters, config.seed) if config.spec.clusters and not resume else None
+        run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every and main else None, dev, clusters)
         if resume:
             _restore(run, load_training(folder / "checkpoint.pt"))
     except BaseException:

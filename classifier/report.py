@@ -28,6 +28,8 @@ def describe_gan(attrs: dict) -> str:
         run, spec = info["run"], info["spec"]
         images = f"{run['n_real']:,} labelled" if run["n_real"] else "all 60,000"
         labels = "with their labels (conditional)" if spec["conditional"] else "without labels"
+        if spec.get("clusters"):  # recorded only when on
+            labels += f", self-conditioned on {spec['clusters']} k-means clusters"
         return f"{head}: {spec['arch']} GAN trained {info['step']:,} steps on {images} {run['dataset']} train images {labels}"
     except (OSError, ValueError, KeyError, TypeError):
         return f"{head} (no {sidecar} of that generator here: how it was trained is not known)"

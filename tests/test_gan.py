@@ -307,23 +307,48 @@ def test_a_self_conditioned_generator_draws_each_cluster_as_often_as_training_he
     z = torch.randn(40_000, 8, generator=torch.Generator().manual_seed(0))
     drawn = torch.bincount(g.cluster_of(z), minlength=5) / len(z)
     assert (drawn - g.prior).abs().max() < 0.01
-    with torch.no_grad():  # from noise alone: the first latent picks the cluster, the rest feed the network
-        assert torch.equal(g(z[:50]), g(z[:50], g.cluster_of(z[:50])))
-        other = z[:50].clone()
-        other[:, 0] = torch.where(g.cluster_of(z[:50]) == 0, -3.0, 3.0)  # cluster 0, or cluster 4
-        assert not torch.equal(g(z[:50]), g(other))
+    with torch.no_grad():  # the first latent acts through the cluster alone: moved within it, nothing changes
+        z, moved = z[:50], z[:50].clone()
+        moved[:, 0] = torch.special.ndtri(torch.rand(50) * 0.49)  # anywhere in cluster 0 (the lowest half)
+        same = g.cluster_of(z) == 0
+        assert same.sum() > 10 and (g.cluster_of(moved) == 0).all()
+        images, moved_images = g(z), g(moved)
+        assert torch.equal(images[same], moved_images[same])
+        assert all(not torch.equal(a, b) for a, b in zip(images[~same], moved_images[~same]))
 
 
-def test_self_conditioned_training_keeps_its_clusters_and_their_prior(tmp_path, digits):
-    from augment.clusters import kmeans
+def test_self_conditioned_training_keeps_its_clusters_and_their_prior(tmp_path, digits, monkeypatch):
+    from augment import clusters as clustering
+    from augment.checkpoint import save_generator
+    from augment.explore import interpolation
+    from augment.pipeline import draw
 
-    run = trainer.start(tmp_path / "r", TINY_CLUSTERS, digits, False)
+    folder = tmp_path / "r"
+    run = trainer.start(folder, TINY_CLUSTERS, digits, False)
     trainer.train(run, progress=False)
-    clusters, shares = kmeans(digits.images, 4, TINY_CLUSTERS.seed)
+    clusters, shares = clustering.kmeans(digits.images, 4, TINY_CLUSTERS.seed)
     assert torch.equal(run.classes, clusters)
-    g, _ = load_generator(tmp_path / "r" / "generator.pt")
+    g, _ = load_generator(folder / "generator.pt")
     assert g.spec.clusters == 4 and torch.equal(g.prior, shares)
-    assert torch.equal(trainer.load_training(tmp_path / "r" / "checkpoint.pt")["clusters"].long(), clusters)
+    assert torch.equal(trainer.load_training(folder / "checkpoint.pt")["clusters"].long(), clusters)
+    # Drawn and walked as any unconditional generator: from noise alone, no classes asked for
+    images, asked = draw(g, 30, seed=1)
+    assert images.shape == (30, 28, 28) and images.dtype == torch.uint8 and asked is None
+    assert interpolation(g, torch.randn(2, 16), torch.randn(2, 16), 5).shape == (10, 28, 28)
+    # A resumed run trains on its saved clusters: it never runs k-means again
+    monkeypatch.setattr(trainer, "kmeans", lambda *a: pytest.fail("k-means ran on resume"))
+    resumed = trainer.start(folder, trainer.resumed_config(folder, 3), digits, resume=True)
+    assert torch.equal(resumed.classes, clusters)
+    resumed.release()
+    state = trainer.load_training(folder / "checkpoint.pt")
+    for bad in (clusters[:-1], torch.full_like(clusters, 4), None):  # short, out of range, missing
+        trainer.save_training(folder / "checkpoint.pt", {**state, "clusters": bad})
+        with pytest.raises(InputError, match="damaged, it does not restore this run"):
+            trainer.start(folder, trainer.resumed_config(folder, 3), digits, resume=True)
+    save_generator(tmp_path / "g.pt", g.spec, {**g.state_dict(), "prior": torch.tensor([0.9, 0.3, -0.1, -0.1])},
+                   {"run": TINY_CLUSTERS.as_dict(), "step": 6})
+    with pytest.raises(InputError, match="cluster shares are not a distribution"):
+        load_generator(tmp_path / "g.pt")
 
 
 def test_clusters_appear_in_records_only_when_on_and_a_resume_cannot_switch_them(tmp_path, digits):
@@ -438,6 +463,10 @@ def test_damaged_checkpoints_and_weights_are_refused(tmp_path, digits):
         trainer.start(folder, trainer.resumed_config(folder), digits, resume=True)
     torch.save({k: v for k, v in state.items() if k != "config"}, folder / "checkpoint.pt")
     with pytest.raises(InputError, match="no usable config"):
+        trainer.resumed_config(folder)
+    torch.save({**state, "config": {**state["config"], "spec": {**state["config"]["spec"], "nz": 16.0}}},
+               folder / "checkpoint.pt")
+    with pytest.raises(InputError, match="must be whole numbers"):
         trainer.resumed_config(folder)
     with open(folder / "generator.pt", "r+b") as f:  # one byte changed: the sha256 in generator.json no longer matches
         f.seek(-10, 2)
