@@ -1,7 +1,8 @@
 """DCGAN generator and discriminator for 28x28 grey digits, in two presets.
 
 `dcgan` (default) is sized for CPU: 4x4 stride-2 transposed convolutions 7 -> 14 -> 28, with (by
-default, from the recipe study) a 3x3 convolution block at 14x14 in G and at 7x7 in D.
+default, from the recipe study) a 3x3 convolution block at 14x14 in G and at 7x7 in D, and,
+unconditional, self-conditioning on 50 clusters.
 `tutorial` copies the classic Keras DCGAN-for-MNIST the original notebook used, so benchmarks
 can compare against it on the same footing. With `conditional`, the generator reads a one-hot
 class beside the noise and the discriminator adds a projection term (Miyato & Koyama, 2018).
@@ -46,9 +47,12 @@ class GanSpec:
 
     @staticmethod
     def preset(arch: str, **overrides) -> "GanSpec":
-        """The preset's defaults (the tutorial's are fixed by the Keras original), then overrides."""
-        base = {"dcgan": {"deep": True}, "tutorial": {"nz": 100, "g_width": 64, "d_width": 64}}.get(arch, {})
-        return GanSpec(arch=arch, **{**base, **{k: v for k, v in overrides.items() if v is not None}})
+        """The preset's defaults (the tutorial's are fixed by the Keras original), then overrides. dcgan's come from
+        the recipe study; its clusters are for unconditional generators (a conditional one has classes)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        base = {"dcgan": {"deep": True, "clusters": 0 if given.get("conditional") else 50},
+                "tutorial": {"nz": 100, "g_width": 64, "d_width": 64}}.get(arch, {})
+        return GanSpec(arch=arch, **{**base, **given})
 
     def as_dict(self) -> dict:
         """Its fields; `clusters` (added later) only when on, so the records of earlier runs, sweeps among

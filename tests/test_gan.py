@@ -122,7 +122,7 @@ def test_bad_training_requests(tmp_path, digits):
     (tmp_path / "b" / "x").write_text("x")
     with pytest.raises(InputError, match="is not empty"):
         trainer.start(tmp_path / "b", TINY, digits, False)
-    with pytest.raises(InputError, match="100 clusters need at least as many training images; there are 96"):
+    with pytest.raises(InputError, match="100 clusters need at least as many training images, and there are 96"):
         trainer.start(tmp_path / "c", trainer.GanConfig(spec=GanSpec(clusters=100), batch_size=32), digits, False)
     for bad in ({"clusters": 1}, {"clusters": 1001}, {"clusters": 10, "conditional": True}, {"clusters": 10, "nz": 1}):
         with pytest.raises(InputError, match="clusters must be in 2..1000"):
@@ -287,6 +287,12 @@ def test_deep_adds_a_conv_block_to_each_network_and_only_to_dcgan():
         trainer.GanConfig(spec=GanSpec.preset("tutorial", deep=True)).check()
     with pytest.raises(InputError, match="multiple of 4"):
         trainer.GanConfig(spec=GanSpec(mbstd=True), batch_size=30).check()
+
+
+def test_the_dcgan_preset_self_conditions_unconditional_generators_only():
+    assert GanSpec.preset("dcgan").clusters == 50 and GanSpec.preset("dcgan", conditional=True).clusters == 0
+    assert GanSpec.preset("dcgan", clusters=0).clusters == 0 and GanSpec.preset("tutorial").clusters == 0
+    assert trainer.make_config(conditional=True).spec.as_dict() == trainer.make_config(conditional=True, clusters=0).spec.as_dict()
 
 
 def test_kmeans_clusters_of_digits_are_mostly_one_digit_each(train):
