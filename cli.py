@@ -206,7 +206,7 @@ def generate(
         return
     typer.echo(f"wrote {out}: {r.kept:,} images, {r.kept / r.seconds:,.0f} images/s written")
     tests = [f"confidence >= {min_confidence}"] + [f"realism >= {min_realism}"] * bool(min_realism) + [f"agreement with {agree}"] * bool(agree)
-    typer.echo(f"kept {r.kept:,} of {r.drawn:,} drawn ({r.kept / r.drawn:.1%}) at {', '.join(tests)}")
+    typer.echo(f"kept {r.kept:,} of {r.drawn:,} drawn; {r.passed / r.drawn:.1%} of them passed {', '.join(tests)}")
     if len(r.failed) > 1:
         typer.echo("drawn images failing each test: " + ", ".join(f"{k} {v:,}" for k, v in r.failed.items()))
     if r.agreement is not None:

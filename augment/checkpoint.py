@@ -32,15 +32,15 @@ def save_generator(path: Path, spec: GanSpec, state_dict: dict, info: dict) -> s
 def load_generator(path: str | Path) -> tuple[Generator, dict]:
     """The generator in eval mode and its payload; refuses other kinds and mismatched weights."""
     payload = read_payload(path, GENERATOR_KIND)
+    if isinstance(payload.get("state_dict"), dict):  # before loading, which would cast complex weights to real
+        check_finite(path, payload["state_dict"])
     try:
         g = Generator(GanSpec(**payload["spec"]))
         g.load_state_dict(payload["state_dict"])
+        g.check_prior()
         dataset = payload["info"]["run"]["dataset"]
-    except (TypeError, KeyError, RuntimeError, InputError) as e:
+    except (TypeError, KeyError, RuntimeError, ValueError, InputError) as e:
         raise InputError(f"{path}: weights do not fit the generator they describe ({str(e).splitlines()[0]})") from None
     if not isinstance(dataset, str) or dataset not in DATASETS:
         raise InputError(f"{path}: trained on unknown dataset {dataset!r}")
-    check_finite(path, payload["state_dict"])
-    if g.spec.clusters and not (g.prior.min() >= 0 and abs(g.prior.sum().item() - 1) < 1e-3):
-        raise InputError(f"{path}: its cluster shares are not a distribution")
     return g.eval(), payload

@@ -20,7 +20,7 @@ from classifier import report
 from classifier.train import TrainConfig, evaluate as accuracy, predict_proba
 from data import distributed, mnist
 from data.errors import InputError, check_folder_of, prepare_output
-from data.files import check_seed, lock_folder, resolve_device, use_all_cores, write_atomic
+from data.files import check_seed, lock_folder, resolve_device, sha256_of, use_all_cores, write_atomic
 from data.synthetic import load_synthetic
 
 
@@ -108,6 +108,8 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
         if Path(out).resolve() in inputs:
             raise InputError(f"--out {out} is the sha256 sidecar of an input: the report would replace it")
     model = classifier_checkpoint.load(labeller)[0] if labeller else None  # refused before any work if unusable
+    if labeller and sha256_of(labeller) == classifier_checkpoint.JUDGE_SHA256:
+        raise InputError(f"{labeller} is the judge, which estimates the label noise: label with another classifier")
     dev = resolve_device(device)
     use_all_cores()
     reference = classifier_checkpoint.load_reference().to(dev)

@@ -100,6 +100,11 @@ class Generator(nn.Module):
             z = torch.cat([z, nn.functional.one_hot(y, _classes(self.spec)).to(z.dtype)], 1)
         return self.body(self.project(z).view(-1, self.channels, 7, 7))
 
+    def check_prior(self) -> None:
+        """A damaged file's cluster shares would draw clusters in the wrong proportions without another word."""
+        if self.spec.clusters and not (self.prior.min() >= 0 and abs(self.prior.sum().item() - 1) < 1e-3):
+            raise ValueError("its cluster shares are not a distribution")
+
     def cluster_of(self, z: torch.Tensor) -> torch.Tensor:
         """The cluster the first latent falls in, by its normal quantile against the prior's cumulative shares,
         so N(0, 1) noise draws each cluster as often as the training set holds it."""

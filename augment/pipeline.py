@@ -52,8 +52,9 @@ class GenerateConfig:
 
 @dataclass
 class Report:
-    drawn: int
+    drawn: int  # in whole batches, up to the one that completed the file
     kept: int
+    passed: int  # drawn images that passed every test: the pass rate is passed / drawn
     seconds: float
     class_counts: list[int]
     agreement: float | None  # conditional: how often the labeller agrees with the requested class
@@ -156,7 +157,7 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     if world > 1 and rank == 0:
         join_shards(out, shards, layout, merge, overwrite)
     distributed.leave()
-    return Report(tally.drawn, int(tally.counts.sum()), time.perf_counter() - start, tally.counts.tolist(),
+    return Report(tally.drawn, int(tally.counts.sum()), tally.passed, time.perf_counter() - start, tally.counts.tolist(),
                   tally.agree / tally.drawn if spec.conditional else None, dict(zip(select.tests, tally.failed)),
                   rank == 0)
 
@@ -193,7 +194,7 @@ class _Tally:
 
     def __init__(self, config: GenerateConfig, tests: int):
         self.n, self.quota, self.tests = config.n, targets(config), tests
-        self.counts, self.drawn, self.agree, self.failed = np.zeros(10, np.int64), 0, 0, [0] * tests
+        self.counts, self.drawn, self.passed, self.agree, self.failed = np.zeros(10, np.int64), 0, 0, 0, [0] * tests
 
     @property
     def done(self) -> bool:
@@ -215,6 +216,7 @@ class _Tally:
         self.agree += int(tallies[0])
         self.failed = [a + int(b) for a, b in zip(self.failed, tallies[1:1 + self.tests])]
         passing = labels >= 0
+        self.passed += int(passing.sum())
         labels = labels.clamp(min=0)
         if self.quota is not None:
             keep = passing & _within_quota(labels, passing, self.quota - self.counts)

@@ -209,10 +209,13 @@ class GanRun:
         torch.set_rng_state(state["torch_rng"])
         if self.config.spec.clusters:  # as saved: k-means may round differently on other thread counts
             saved = state["clusters"]
-            if not (isinstance(saved, torch.Tensor) and saved.shape == (len(self.data),)
-                    and 0 <= saved.min() <= saved.max() < self.config.spec.clusters):
+            if not (isinstance(saved, torch.Tensor) and saved.dtype in (torch.int16, torch.int32, torch.int64)
+                    and saved.shape == (len(self.data),) and 0 <= saved.min() <= saved.max() < self.config.spec.clusters):
                 raise ValueError("its cluster assignments do not fit the training set")
             self.classes = saved.long()
+            for g in (self.g, self.g_ema):
+                if g is not None:
+                    g.check_prior()
 
     def checkpoint(self) -> None:
         """checkpoint.pt is the run's one commit point, so it is written last: resuming rewrites the generator and
@@ -442,13 +445,14 @@ def _temporary(path: Path) -> bool:
 
 def _restore(run: GanRun, state: dict) -> None:
     path = run.folder / "checkpoint.pt"
+    for part in ("g", "d", "g_ema"):  # before loading, which would cast complex weights to real
+        if isinstance(state.get(part), dict):
+            check_finite(path, state[part])
     try:
         run.restore(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise InputError(f"{path}: damaged, it does not restore this run "
                          f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    for part in ("g", "d"):
-        check_finite(path, state[part])
     if run.main:
         _trim_csv(run.folder / "losses.csv", run.step)
         _trim_csv(run.folder / "metrics.csv", run.step)

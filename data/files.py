@@ -100,7 +100,7 @@ def read_payload(path: str | Path, kind: str) -> dict:
     """Load a checkpoint dict safely (weights_only: a checkpoint is data, never code) and check its kind."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint")
+        raise InputError(f"{path}: {'a folder, not a' if path.is_dir() else 'no such'} checkpoint")
     try:
         with warnings.catch_warnings():  # a damaged file makes torch warn before it fails: the error says it all
             warnings.simplefilter("ignore")
@@ -129,8 +129,11 @@ def _check_sidecar(path: Path) -> None:
 
 
 def check_finite(path: str | Path, state_dict: dict) -> None:
-    """Weights with NaN or inf would draw or label garbage without another word: refuse them."""
+    """Weights with NaN or inf would draw or label garbage without another word: refuse them, and complex ones,
+    which loading would cast to real with only a warning."""
     for name, tensor in state_dict.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_complex():
+            raise InputError(f"{path}: weight {name} holds complex numbers")
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise InputError(f"{path}: weight {name} holds NaN or inf values")
 

@@ -69,6 +69,7 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["classify", "--out", ".", "--overwrite"], ". is a folder: name a file"),
     (["train", "--out", "afile"], "afile is a file: --out names the run's folder"),
     (["train", "--clusters", "1"], "clusters must be in 2..1000"),
+    (["evaluate", "--labeller", ".", "--no-cas"], ".: a folder, not a checkpoint"),
     (["train", "--clusters", "20", "--conditional"], "clusters must be in 2..1000, with a latent size of at least 2, and without conditional"),
     (["train", "--clusters", "500", "--n-real", "100"], "500 clusters need at least as many training images, and there are 100"),
     (["benchmark", "--out", "afile"], "afile is a file: --out names the benchmark's folder"),

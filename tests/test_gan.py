@@ -347,13 +347,20 @@ def test_self_conditioned_training_keeps_its_clusters_and_their_prior(tmp_path, 
     assert torch.equal(resumed.classes, clusters)
     resumed.release()
     state = trainer.load_training(folder / "checkpoint.pt")
-    for bad in (clusters[:-1], torch.full_like(clusters, 4), None):  # short, out of range, missing
-        trainer.save_training(folder / "checkpoint.pt", {**state, "clusters": bad})
+    broken_prior = {**state, "g_ema": {**state["g_ema"], "prior": torch.full((4,), 0.5)}}
+    for bad in ({**state, "clusters": clusters[:-1]}, {**state, "clusters": torch.full_like(clusters, 4)},
+                {**state, "clusters": None}, {**state, "clusters": clusters.float() + 0.5}, broken_prior):
+        trainer.save_training(folder / "checkpoint.pt", bad)  # short, out of range, missing, fractional; shares sum to 2
         with pytest.raises(InputError, match="damaged, it does not restore this run"):
             trainer.start(folder, trainer.resumed_config(folder, 3), digits, resume=True)
     save_generator(tmp_path / "g.pt", g.spec, {**g.state_dict(), "prior": torch.tensor([0.9, 0.3, -0.1, -0.1])},
                    {"run": TINY_CLUSTERS.as_dict(), "step": 6})
     with pytest.raises(InputError, match="cluster shares are not a distribution"):
+        load_generator(tmp_path / "g.pt")
+    weight = g.state_dict()["project.0.weight"]
+    save_generator(tmp_path / "g.pt", g.spec, {**g.state_dict(), "project.0.weight": weight.to(torch.complex64)},
+                   {"run": TINY_CLUSTERS.as_dict(), "step": 6})
+    with pytest.raises(InputError, match="weight project.0.weight holds complex numbers"):
         load_generator(tmp_path / "g.pt")
 
 

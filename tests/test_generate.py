@@ -100,6 +100,7 @@ def test_conditional_generator_stores_the_requested_class(tmp_path, models):
                  "--min-confidence", 0, "--out", tmp_path / "c.h5")
     assert result.exit_code == 0, result.output
     assert "the labeller agrees with the requested class on" in result.output
+    assert "kept 200 of 1,000 drawn; 100.0% of them passed confidence >= 0.0" in result.output  # one whole batch
     c = columns(tmp_path / "c.h5")
     assert c["condition"].dtype == np.int16 and set(np.unique(c["condition"])) == set(range(10))
 
