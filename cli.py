@@ -109,8 +109,10 @@ def train(
     n_real: Optional[int] = typer.Option(None, help="Train on this class-balanced labelled subset (the one classify --n-real "
                                          "draws with the same --seed).", show_default="all 60,000 train images"),
     batch_size: Optional[int] = typer.Option(None, help="Images per step.", show_default="128, tutorial 256"),
-    lr_g: Optional[float] = typer.Option(None, help="Generator learning rate.", show_default="2e-4, tutorial 1e-4"),
-    lr_d: Optional[float] = typer.Option(None, help="Discriminator learning rate.", show_default="2e-4, tutorial 1e-4"),
+    lr_g: Optional[float] = typer.Option(None, help="Generator learning rate.",
+                                         show_default="5e-4, conditional 2e-4, tutorial 1e-4"),
+    lr_d: Optional[float] = typer.Option(None, help="Discriminator learning rate.",
+                                         show_default="5e-4, conditional 2e-4, tutorial 1e-4"),
     beta1: Optional[float] = typer.Option(None, help="Adam beta1.", show_default="0.5, tutorial 0.9"),
     beta2: Optional[float] = typer.Option(None, help="Adam beta2.", show_default="0.999"),
     nz: Optional[int] = typer.Option(None, help="Latent size.", show_default="64, tutorial 100"),
@@ -127,7 +129,7 @@ def train(
                                         show_default="yes for dcgan"),
     clusters: Optional[int] = typer.Option(None, help="Self-conditioning without labels: condition both networks on this "
                                            "many k-means clusters of the training images; samples still come from noise "
-                                           "alone. 0 turns it off.", show_default="0"),
+                                           "alone. 0 turns it off.", show_default="50 for unconditional dcgan, else 0"),
     r1: Optional[float] = typer.Option(None, help="R1 gradient penalty weight on real images (lazy, every 16 steps); 0 turns it "
                                        "off. Per-image only without batch norm in D: use with --sn.",
                                        show_default="0"),

@@ -12,7 +12,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from augment import trainer
 from augment.checkpoint import BUNDLED, load_generator
-from augment.models import GanSpec
 from augment.pipeline import GenerateConfig, draw, generate
 from classifier.checkpoint import REFERENCE
 from classifier.train import TrainConfig, fit
@@ -101,7 +100,7 @@ def _until(seconds: float, step, device: torch.device = torch.device("cpu")) -> 
 def _train_rate(arch: str, train: mnist.Digits, seconds: float, tmp: Path, dev: torch.device) -> tuple[float, float]:
     """Training images/s through the trainer's own step, and FLOPs per image, counted on the warm-up step
     (every step does the same work)."""
-    config = trainer.GanConfig(spec=GanSpec.preset(arch), eval_every=0, n_real=N_REAL, **trainer.TRAIN_PRESETS[arch])
+    config = trainer.make_config(arch, eval_every=0, n_real=N_REAL)
     run = trainer.start(tmp / arch, config, train, resume=False, device=str(dev.type))
     batches = itertools.cycle(run.epoch_order()[:run.steps_per_epoch * config.batch_size].view(-1, config.batch_size))
     with FlopCounterMode(display=False) as counter:

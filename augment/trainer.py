@@ -57,6 +57,8 @@ TRAIN_PRESETS = {
     "tutorial": {"batch_size": 256, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "loss": "bce", "ema": 0.999,
                  "r1": 0.0, "diffaug": False},
 }
+# The recipe study's faster rates, for unconditional dcgan runs: conditional ones keep 2e-4, which it did not test.
+UNCONDITIONAL_PRESETS = {"dcgan": {"lr_g": 5e-4, "lr_d": 5e-4}}
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,8 @@ def make_config(arch: str | None = "dcgan", **options) -> GanConfig:
     spec = GanSpec.preset(arch or "dcgan", **{k: given.pop(k) for k in SPEC_OPTIONS if k in given})
     if "labeller" in given:
         given["labeller"] = str(given["labeller"])
-    return GanConfig(**{"spec": spec, **TRAIN_PRESETS[spec.arch], **given})
+    unconditional = {} if spec.conditional else UNCONDITIONAL_PRESETS.get(spec.arch, {})
+    return GanConfig(**{"spec": spec, **TRAIN_PRESETS[spec.arch], **unconditional, **given})
 
 
 def resumed_config(folder: Path, epochs: int | None = None, eval_every: float | None = None, **options) -> GanConfig:

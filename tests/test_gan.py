@@ -293,6 +293,9 @@ def test_the_dcgan_preset_self_conditions_unconditional_generators_only():
     assert GanSpec.preset("dcgan").clusters == 50 and GanSpec.preset("dcgan", conditional=True).clusters == 0
     assert GanSpec.preset("dcgan", clusters=0).clusters == 0 and GanSpec.preset("tutorial").clusters == 0
     assert trainer.make_config(conditional=True).spec.as_dict() == trainer.make_config(conditional=True, clusters=0).spec.as_dict()
+    unconditional, conditional = trainer.make_config(), trainer.make_config(conditional=True)
+    assert (unconditional.lr_g, unconditional.lr_d, conditional.lr_g, conditional.lr_d) == (5e-4, 5e-4, 2e-4, 2e-4)
+    assert trainer.make_config(lr_g=1e-3).lr_g == 1e-3 and trainer.make_config("tutorial").lr_g == 1e-4
 
 
 def test_kmeans_clusters_of_digits_are_mostly_one_digit_each(train):
