@@ -145,6 +145,10 @@ def train(
                                             "that labels the rest of the training pool (use one trained on the subset alone)."),
     min_confidence: Optional[float] = typer.Option(None, help="With --labeller: use its labels where it is at least this sure.",
                                                    show_default="0.9"),
+    relabel_every: Optional[int] = typer.Option(None, help="With --labeller: every K epochs, the classifier this GAN "
+                                                "improves (the labelled subset plus 4x as many of its samples, classical "
+                                                "augmentation) becomes the labeller (labels.csv); 0: never.",
+                                                show_default="0"),
     dataset: Optional[str] = typer.Option(None, help="mnist or fashion.", show_default="mnist"),
     data_dir: Optional[Path] = DataDir,
     device: str = Device,
@@ -167,8 +171,12 @@ def train(
         reached = f"{q['minutes_to_10x']:.1f} training minutes" if q["minutes_to_10x"] is not None else "not yet"
         typer.echo(f"best FID {q['best_fid']:.2f} at step {q['best_step']:,} ({q['best_minutes']:.1f} min; real floor "
                    f"{q['floor']:.2f}); 10x the floor reached: {reached}")
+    r = result.labels
+    if r:
+        typer.echo(f"labeller's validation accuracy: {r['first']:.2%} at the start, {r['last']:.2%} after {r['rounds']} "
+                   f"relabellings ({r['images']:,} training images)")
     typer.echo(f"wrote {out}/generator.pt, checkpoint.pt, samples/, losses.csv, losses.png, progress.gif"
-               + (", metrics.csv, fid.png" if q else ""))
+               + (", metrics.csv, fid.png" if q else "") + (", labels.csv" if r else ""))
     if result.stopped != "finished":
         typer.echo(f"continue with: digitgen train --out {out} --resume --epochs {result.config.epochs}")
     if result.signal:
@@ -305,6 +313,8 @@ def benchmark(
     gan_minutes: float = typer.Option(0.0, help="Add the conditional variant: per size and seed, a conditional GAN "
                                       "trained this many minutes on the labelled subset and the labeller's labels "
                                       "(cached in OUT/gans); 0 leaves it out."),
+    gan_relabel_every: int = typer.Option(0, help="With --gan-minutes: relabel every K epochs of the conditional GAN, by "
+                                          "the classifier it improves (train --relabel-every); 0: never."),
     min_realism: float = typer.Option(0.0, help="Add the filtered variant: the pool's samples with at least this "
                                       "realism score in the labeller's features; 0 leaves it out."),
     jobs: int = typer.Option(1, help="(size, seed) cells trained at once, each in its own process with its share of the "
@@ -325,7 +335,7 @@ def benchmark(
     r = run(synthetic=synthetic, out=out, sizes=sizes and _numbers(sizes, int, "sizes"),
             ratios=ratios and _numbers(ratios, float, "ratios"), seeds=seeds, relabel_rounds=relabel_rounds,
             min_confidence=min_confidence, min_steps=min_steps, quick=quick, gan_minutes=gan_minutes,
-            min_realism=min_realism, jobs=jobs, overwrite=overwrite, data_dir=data_dir, device=device, on_row=show_row,
+            gan_relabel_every=gan_relabel_every, min_realism=min_realism, jobs=jobs, overwrite=overwrite, data_dir=data_dir, device=device, on_row=show_row,
             log=typer.echo)
     if not r.main:  # under torchrun, process 0 reports for all
         return

@@ -32,10 +32,11 @@ from augment.diffaug import diff_augment
 from augment.images import save_gif, save_grid
 from augment.models import Discriminator, GanSpec, Generator
 from augment.plots import plot_fid, plot_losses
+from augment.relabel import Labels
 from augment.tracking import FidProbe
 from classifier.checkpoint import JUDGE_SHA256, REFERENCE_SHA256
 from classifier.checkpoint import load as load_classifier
-from classifier.train import pseudo_label
+from classifier.model import DigitCNN
 from data import distributed, mnist
 from data.errors import InputError, check_folder_of
 from data.files import (autocast, check_finite, check_seed, derived_seed, lock_folder, resolve_device, sha256_of,
@@ -47,6 +48,7 @@ LOSSES = ("bce", "hinge")
 EXPLODED = 1e4  # a loss this large means training has diverged
 CSV_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
 METRIC_FIELDS = ("step", "epoch", "minutes", "fid", "floor", "class_gap")
+LABEL_FIELDS = ("step", "epoch", "val_accuracy", "images")  # labels.csv: the labeller of each relabelling
 LOG_EVERY = 20  # steps per CSV row
 GIF_FRAMES = 100  # at most, spread over the run, and the last grid
 R1_EVERY = 16  # lazy R1 (Karras et al. 2020): the penalty every 16th D step, scaled by 16
@@ -82,6 +84,7 @@ class GanConfig:
     labeller: str | None = None  # with n_real: a classifier checkpoint that labels the rest of the training pool
     labeller_sha256: str | None = None  # recorded at the start; a resumed run refuses a changed labeller
     min_confidence: float = 0.9  # the labeller's labels are used where it is at least this sure
+    relabel_every: int = 0  # with a labeller: epochs between relabellings by the classifier the GAN improves; 0: never
 
     def check(self) -> None:
         problems = [
@@ -98,6 +101,8 @@ class GanConfig:
             (not self.labeller or (self.spec.conditional and self.n_real is not None),
              "--labeller labels the images outside the --n-real subset for a --conditional GAN: give both"),
             (0 <= self.min_confidence <= 1, f"min-confidence must be in 0..1, got {self.min_confidence}"),
+            (0 <= self.relabel_every <= 100_000, f"relabel-every must be in 0..100,000 epochs, got {self.relabel_every}"),
+            (not self.relabel_every or self.labeller, "--relabel-every relabels what --labeller labelled: give both"),
             (not self.spec.mbstd or self.batch_size % 4 == 0, f"mbstd groups images in fours: batch size {self.batch_size} "
                                                                f"must be a multiple of 4"),
         ]
@@ -107,7 +112,9 @@ class GanConfig:
         check_seed(self.seed)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "spec": self.spec.as_dict()}
+        """Without relabel_every when off, so that the records of runs from before it still match."""
+        d = {**asdict(self), "spec": self.spec.as_dict()}
+        return d if self.relabel_every else {k: v for k, v in d.items() if k != "relabel_every"}
 
     @staticmethod
     def from_dict(d: dict) -> "GanConfig":
@@ -125,6 +132,7 @@ class Outcome:
     config: GanConfig
     message: str = ""
     quality: dict | None = None  # from fid_summary, when FID was measured
+    labels: dict | None = None  # from labels_summary, when relabelled
     signal: int = 0  # the signal that interrupted it (SIGINT or SIGTERM); the CLI exits 128 + it
     main: bool = True  # False in torchrun's other processes, which train but write and print nothing
 
@@ -143,13 +151,28 @@ def fid_summary(metrics_csv: Path) -> dict | None:
             "minutes_to_10x": reached["minutes"].iloc[0] if len(reached) else None}
 
 
+def labels_summary(labels_csv: Path) -> dict | None:
+    """The labeller's validation accuracy at the start and after the last relabelling, and how many did it."""
+    try:
+        log = pd.read_csv(labels_csv)[list(LABEL_FIELDS)].astype(float).dropna()
+    except (OSError, ValueError, KeyError):
+        return None
+    if log.empty:
+        return None
+    return {"first": log["val_accuracy"].iloc[0], "last": log["val_accuracy"].iloc[-1], "rounds": len(log) - 1,
+            "images": int(log["images"].iloc[-1])}
+
+
 class GanRun:
     """One training run in a folder: models, optimisers, position, and the files it writes."""
 
     def __init__(self, folder: Path, config: GanConfig, data: Digits, probe: FidProbe | None = None,
-                 device: torch.device = torch.device("cpu"), clusters: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """clusters: a fresh self-conditioned run's (assignments, shares); a resumed one restores its saved ones."""
+                 device: torch.device = torch.device("cpu"), clusters: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 labels: Labels | None = None):
+        """clusters: a fresh self-conditioned run's (assignments, shares); a resumed one restores its saved ones.
+        labels: what a run with --relabel-every relabels (data is their training set)."""
         self.folder, self.config, self.data, self.probe, self.dev = folder, config, data, probe, device
+        self.labels = labels
         spec = config.spec
         torch.manual_seed(config.seed)
         # What the networks are conditioned on: the digits' labels, their k-means clusters, or nothing
@@ -194,7 +217,12 @@ class GanRun:
             "step": self.step, "epoch": self.epoch, "position": self.position, "seconds": self.seconds,
             "noise_rng": self.noise.get_state(), "torch_rng": torch.get_rng_state(), "world": self.world,
             "clusters": self.classes.short() if self.config.spec.clusters else None,
+            "labeller": self.labels.labeller.state_dict() if self.relabelled else None,
         }
+
+    @property
+    def relabelled(self) -> bool:
+        return self.labels is not None and self.epoch >= self.config.relabel_every
 
     def restore(self, state: dict) -> None:
         self.g.load_state_dict(state["g"])
@@ -218,6 +246,31 @@ class GanRun:
             for g in (self.g, self.g_ema):
                 if g is not None:
                     g.check_prior()
+        if self.relabelled:  # the labeller of the last relabelling, and its labels
+            self.labels.labeller = DigitCNN()
+            self.labels.labeller.load_state_dict(state["labeller"])
+            self.data = self.labels.training_set()
+            self.classes = self.data.labels
+
+    def relabel(self) -> None:
+        """The classifier being improved, trained on the GAN's samples of now, becomes the labeller (labels.csv)."""
+        self.labels.improve(self.sampler(), derived_seed(self.config.seed, 3 + self.epoch))
+        self.data = self.labels.training_set()
+        self.classes = self.data.labels
+        self.log_labels()
+
+    def log_labels(self) -> None:
+        if not self.main:
+            return
+        path = self.folder / "labels.csv"
+        if path.exists() and path.stat().st_size and self.step in pd.read_csv(path)["step"].tolist():
+            return  # resumed from the step-0 checkpoint
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, LABEL_FIELDS)
+            if not path.stat().st_size:
+                writer.writeheader()
+            writer.writerow({"step": self.step, "epoch": self.epoch, "val_accuracy": self.labels.accuracy(),
+                             "images": len(self.data)})
 
     def checkpoint(self) -> None:
         """checkpoint.pt is the run's one commit point, so it is written last: resuming rewrites the generator and
@@ -260,7 +313,7 @@ class GanRun:
             fields, steps = tuple(log.columns), log["step"].tolist()
         if self.step in steps:  # resumed from the step-0 checkpoint
             return
-        row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "minutes": self.seconds / 60,
+        row = {"step": self.step, "epoch": self.epoch + self.position / self.steps_per_epoch, "minutes": self.seconds / 60,
                **self.probe(self.sampler()), "floor": self.probe.floor}
         with open(path, "a", newline="") as f:
             writer = csv.DictWriter(f, fields, extrasaction="ignore")
@@ -361,21 +414,21 @@ def resumed_config(folder: Path, epochs: int | None = None, eval_every: float | 
     return GanConfig(**{**saved.__dict__, **{k: v for k, v in new.items() if v is not None}})
 
 
-def training_set(train_set: Digits, config: GanConfig) -> Digits:
-    """What the GAN learns from: all of train; or classify's labelled subset of n_real; plus, with a labeller
-    (semi-supervised), the rest of the training pool with the labels it is confident of."""
+def training_set(train_set: Digits, config: GanConfig) -> tuple[Digits, Labels | None]:
+    """What the GAN learns from: all of train; or classify's labelled subset of n_real; or, with a labeller
+    (semi-supervised), that plus the rest of the training pool with the labels it is confident of, and those
+    labels (to relabel)."""
     if config.n_real is None:
-        return train_set
+        return train_set, None
     labelled = mnist.labelled_subset(train_set.labels, config.n_real, config.seed)
-    data = train_set.subset(labelled)
     if not config.labeller:
-        return data
+        return train_set.subset(labelled), None
     if not Path(config.labeller).is_file() or sha256_of(config.labeller) != config.labeller_sha256:
         raise InputError(f"{config.labeller}: not the labeller this run started with (sha256 {config.labeller_sha256[:16]}...)")
-    pool, _ = mnist.validation_split(train_set.labels)
-    rest = pool[~torch.isin(pool, labelled)]
-    probs, keep = pseudo_label(load_classifier(config.labeller)[0], train_set.images[rest], config.min_confidence)
-    return Digits(torch.cat([data.images, train_set.images[rest[keep]]]), torch.cat([data.labels, probs.argmax(1)[keep]]))
+    pool, val = mnist.validation_split(train_set.labels)
+    labels = Labels(train_set.subset(labelled), train_set.images[pool[~torch.isin(pool, labelled)]],
+                    train_set.subset(val), load_classifier(config.labeller)[0], config.min_confidence)
+    return labels.training_set(), labels
 
 
 def _check_labeller(config: GanConfig) -> None:
@@ -403,7 +456,7 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
         _check_labeller(config)
         config = GanConfig(**{**config.__dict__, "labeller": str(Path(config.labeller).resolve()),
                               "labeller_sha256": sha256_of(config.labeller)})
-    data = training_set(train_set, config)
+    data, labels = training_set(train_set, config)
     if config.spec.clusters > len(data):
         raise InputError(f"{config.spec.clusters:,} clusters need at least as many training images, and there are "
                          f"{len(data):,}: ask for fewer, or --clusters 0")
@@ -429,7 +482,8 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
         raise InputError(problem)
     try:
         clusters = kmeans(data.images, config.spec.clusters, config.seed) if config.spec.clusters and not resume else None
-        run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every and main else None, dev, clusters)
+        run = GanRun(folder, config, data, FidProbe(train_set) if config.eval_every and main else None, dev, clusters,
+                     labels if config.relabel_every else None)
         if resume:
             _restore(run, load_training(folder / "checkpoint.pt"))
     except BaseException:
@@ -448,7 +502,7 @@ def _temporary(path: Path) -> bool:
 
 def _restore(run: GanRun, state: dict) -> None:
     path = run.folder / "checkpoint.pt"
-    for part in ("g", "d", "g_ema"):  # before loading, which would cast complex weights to real
+    for part in ("g", "d", "g_ema", "labeller"):  # before loading, which would cast complex weights to real
         if isinstance(state.get(part), dict):
             check_finite(path, state[part])
     try:
@@ -459,6 +513,7 @@ def _restore(run: GanRun, state: dict) -> None:
     if run.main:
         _trim_csv(run.folder / "losses.csv", run.step)
         _trim_csv(run.folder / "metrics.csv", run.step)
+        _trim_csv(run.folder / "labels.csv", run.step)
         run.write_generator()  # a kill between the two saves left it at another step
 
 
@@ -487,6 +542,8 @@ def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
             run.sample_grid()
             if run.probe:
                 run.measure()
+            if run.labels:
+                run.log_labels()
         while run.epoch < cfg.epochs:
             order = run.epoch_order()
             while run.position < per_epoch:
@@ -517,6 +574,8 @@ def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
                     return _finish(run, stopped, message, start_time, start_step, bar, log, signum=signum)
             run.epoch += 1
             run.position = 0
+            if run.labels and run.epoch % cfg.relabel_every == 0:
+                run.relabel()
             run.sample_grid()
             log.flush()
             run.checkpoint()
@@ -550,7 +609,7 @@ def _finish(run, stopped, message, start_time, start_step, bar, log, save=True, 
     seconds = time.perf_counter() - start_time
     rate = (run.step - start_step) * run.config.batch_size * run.world / seconds if seconds else 0.0
     return Outcome(stopped, run.step, run.epoch, seconds, rate, run.folder, run.config, message,
-                   fid_summary(run.folder / "metrics.csv"), signum, run.main)
+                   fid_summary(run.folder / "metrics.csv"), labels_summary(run.folder / "labels.csv"), signum, run.main)
 
 
 class _Interrupts:

@@ -25,25 +25,28 @@ MIN_DRAWN = 1_000
 
 class Conditional:
     """Per (size, seed): a conditional GAN trained for `minutes` of training time on the labelled subset plus the
-    labeller's confident labels of the rest of the pool (all labels at every-label size), cached in
+    labeller's confident labels of the rest of the pool (all labels at every-label size), relabelled every
+    `relabel_every` epochs by the classifier it improves if that is not 0, cached in
     folder/gans/ so that a resumed or extended sweep reuses it; it then draws class-balanced samples, twice
     as many as the largest ratio needs, for the benchmark to keep where the labeller agrees with the class."""
 
     def __init__(self, folder: Path, train: Digits, dataset: str, minutes: float, most: float, val_size: int,
-                 device: str, log):
+                 device: str, log, relabel_every: int = 0):
         if val_size != mnist.VAL_SIZE:  # the GAN draws its labelled subset as classify does: the cell must too
             raise InputError(f"the conditional variant needs the default validation split ({mnist.VAL_SIZE:,}), "
                              f"got {val_size:,}")
         self.folder, self.train, self.dataset, self.minutes, self.most = folder / "gans", train, dataset, minutes, most
-        self.device, self.log = device, log
+        self.device, self.log, self.relabel_every = device, log, relabel_every
 
     def config(self, size: int, seed: int, labeller: Path | None) -> trainer.GanConfig:
         return trainer.make_config(conditional=True, n_real=size, seed=seed, labeller=labeller, epochs=100_000,
-                                   eval_every=0, dataset=self.dataset)
+                                   eval_every=0, dataset=self.dataset, relabel_every=self.relabel_every if labeller else 0)
 
     def settings(self) -> dict:
         recipe = self.config(1, 0, None).as_dict()
-        return {"gan_minutes": self.minutes, "gan": {k: v for k, v in recipe.items() if k not in ("n_real", "seed")}}
+        relabel = {"gan_relabel_every": self.relabel_every} if self.relabel_every else {}
+        return {"gan_minutes": self.minutes, **relabel,
+                "gan": {k: v for k, v in recipe.items() if k not in ("n_real", "seed")}}
 
     def __call__(self, size: int, seed: int, labeller: DigitCNN) -> tuple[torch.Tensor, torch.Tensor]:
         run_dir = self.folder / f"n{size}-seed{seed}"

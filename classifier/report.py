@@ -59,7 +59,9 @@ def _sources(settings: dict) -> list[str]:
         c = settings["conditional"]
         lines.append(f"- Conditional GAN: per size and seed, a {c['gan']['spec']['arch']} conditional GAN trained for "
                      f"{c['gan_minutes']:g} minutes of training time on the labelled subset plus the labeller's labels "
-                     f"(at confidence >= {c['gan']['min_confidence']}) of the rest of the training pool; kept in gans/.")
+                     f"(at confidence >= {c['gan']['min_confidence']}) of the rest of the training pool"
+                     + (f", relabelled every {c['gan_relabel_every']} epochs by the classifier it improves"
+                        if c.get("gan_relabel_every") else "") + "; kept in gans/.")
     if "filtered" in settings:
         lines.append(f"- Filtered: the pool's samples with realism >= {settings['filtered']['min_realism']:g} in the "
                      f"labeller's features, against {settings['filtered']['real_images']:,} unlabelled train images.")

@@ -199,7 +199,7 @@ def test_mix_with_labels_and_a_labeller_keeps_only_agreement(small):
 def test_gan_variants_train_a_conditional_gan_per_cell_once_and_filter_the_pool(tmp_path, train):
     pool = write_synthetic(tmp_path / "pool.h5", train.subset(torch.arange(1000, 3000)))
     args = ["benchmark", "--synthetic", pool, "--sizes", "100", "--ratios", "0.2", "--seeds", "1", "--min-steps", "20",
-            "--min-confidence", "0", "--gan-minutes", "0.05", "--min-realism", "0.5", "--out", tmp_path / "bench"]
+            "--min-confidence", "0", "--gan-minutes", "0.05", "--gan-relabel-every", "1", "--min-realism", "0.5", "--out", tmp_path / "bench"]
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     assert "conditional GAN for 100 labels, seed 0: training 0.1 more minutes" in result.output
@@ -209,8 +209,10 @@ def test_gan_variants_train_a_conditional_gan_per_cell_once_and_filter_the_pool(
     gan = tmp_path / "bench" / "gans" / "n100-seed0"
     saved = trainer.resumed_config(gan)
     assert saved.spec.conditional and saved.n_real == 100 and saved.labeller.endswith("n100-seed0-labeller.pt")
+    assert saved.relabel_every == 1
     report_md = (tmp_path / "bench" / "report.md").read_text()
     assert "| 100 | conditional | 0.2 |" in report_md and "conditional GAN trained for 0.05 minutes" in report_md
+    assert "relabelled every 1 epochs by the classifier it improves" in report_md
     assert "realism >= 0.5 in the labeller's features" in report_md
     rows[~rows.variant.str.startswith("conditional")].to_csv(tmp_path / "bench" / "rows.csv", index=False)
     again = runner.invoke(app, [str(a) for a in args])  # the lost rows come back from the cached GAN, not a new one
