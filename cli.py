@@ -173,8 +173,8 @@ def train(
                    f"{q['floor']:.2f}); 10x the floor reached: {reached}")
     r = result.labels
     if r:
-        typer.echo(f"labeller's validation accuracy: {r['first']:.2%} at the start, {r['last']:.2%} after {r['rounds']} "
-                   f"relabellings ({r['images']:,} training images)")
+        typer.echo(f"labeller's validation accuracy: {r['first']:.2%} at the start, {r['last']:.2%} now; {r['replaced']} of "
+                   f"{r['rounds']} relabellings replaced it ({r['images']:,} training images)")
     typer.echo(f"wrote {out}/generator.pt, checkpoint.pt, samples/, losses.csv, losses.png, progress.gif"
                + (", metrics.csv, fid.png" if q else "") + (", labels.csv" if r else ""))
     if result.stopped != "finished":

@@ -22,6 +22,7 @@ from data.synthetic import MAX_ROWS, SyntheticWriter, join_shards, shard_path
 
 MAX_DRAWS_PER_KEPT = 50  # bounded tries: give up after drawing this many images per image asked for
 FORESIGHT = 20_000  # draws after which the pass rate is known well enough to give up early
+MIN_DRAWN = 1_000  # draw_to_mix's fewest samples
 ROW_BYTES = 400  # a row of the file, compressed (about 300 measured), without latents
 
 
@@ -244,6 +245,12 @@ def _shortfall(counts, quota, config: GenerateConfig, drawn: int) -> str:
 
 
 @torch.inference_mode()
+def draw_to_mix(g, want: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Samples for a mix that needs `want` of them: twice as many (at least MIN_DRAWN), so that the labeller
+    may reject some."""
+    return draw(g, max(MIN_DRAWN, 2 * want), seed)
+
+
 def draw(g, n: int, seed: int, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n uint8 images from a generator, seeded; a conditional one is asked for classes 0-9 in turn
     (returned too), an unconditional one returns None for them."""

@@ -36,11 +36,10 @@ from augment.relabel import Labels
 from augment.tracking import FidProbe
 from classifier.checkpoint import JUDGE_SHA256, REFERENCE_SHA256
 from classifier.checkpoint import load as load_classifier
-from classifier.model import DigitCNN
 from data import distributed, mnist
 from data.errors import InputError, check_folder_of
-from data.files import (autocast, check_finite, check_seed, derived_seed, lock_folder, resolve_device, sha256_of,
-                        write_atomic)
+from data.files import (autocast, check_finite, check_seed, derived_seed, indexed_seed, lock_folder, resolve_device,
+                        sha256_of, write_atomic)
 from data.mnist import Digits
 from data.pixels import to_model, to_uint8
 
@@ -48,7 +47,7 @@ LOSSES = ("bce", "hinge")
 EXPLODED = 1e4  # a loss this large means training has diverged
 CSV_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
 METRIC_FIELDS = ("step", "epoch", "minutes", "fid", "floor", "class_gap")
-LABEL_FIELDS = ("step", "epoch", "val_accuracy", "images")  # labels.csv: the labeller of each relabelling
+LABEL_FIELDS = ("step", "epoch", "val_accuracy", "images", "replaced")  # labels.csv: the labeller after each relabelling
 LOG_EVERY = 20  # steps per CSV row
 GIF_FRAMES = 100  # at most, spread over the run, and the last grid
 R1_EVERY = 16  # lazy R1 (Karras et al. 2020): the penalty every 16th D step, scaled by 16
@@ -152,7 +151,8 @@ def fid_summary(metrics_csv: Path) -> dict | None:
 
 
 def labels_summary(labels_csv: Path) -> dict | None:
-    """The labeller's validation accuracy at the start and after the last relabelling, and how many did it."""
+    """The labeller's validation accuracy at the start and after the last relabelling; how many relabellings
+    there were, and how many of them replaced the labeller."""
     try:
         log = pd.read_csv(labels_csv)[list(LABEL_FIELDS)].astype(float).dropna()
     except (OSError, ValueError, KeyError):
@@ -160,7 +160,7 @@ def labels_summary(labels_csv: Path) -> dict | None:
     if log.empty:
         return None
     return {"first": log["val_accuracy"].iloc[0], "last": log["val_accuracy"].iloc[-1], "rounds": len(log) - 1,
-            "images": int(log["images"].iloc[-1])}
+            "replaced": int(log["replaced"].sum()), "images": int(log["images"].iloc[-1])}
 
 
 class GanRun:
@@ -217,12 +217,9 @@ class GanRun:
             "step": self.step, "epoch": self.epoch, "position": self.position, "seconds": self.seconds,
             "noise_rng": self.noise.get_state(), "torch_rng": torch.get_rng_state(), "world": self.world,
             "clusters": self.classes.short() if self.config.spec.clusters else None,
-            "labeller": self.labels.labeller.state_dict() if self.relabelled else None,
+            "labeller": self.labels.labeller.state_dict() if self.labels else None,
+            "assigned": self.labels.assigned if self.labels else None,
         }
-
-    @property
-    def relabelled(self) -> bool:
-        return self.labels is not None and self.epoch >= self.config.relabel_every
 
     def restore(self, state: dict) -> None:
         self.g.load_state_dict(state["g"])
@@ -246,20 +243,24 @@ class GanRun:
             for g in (self.g, self.g_ema):
                 if g is not None:
                     g.check_prior()
-        if self.relabelled:  # the labeller of the last relabelling, and its labels
-            self.labels.labeller = DigitCNN()
-            self.labels.labeller.load_state_dict(state["labeller"])
+        if self.labels:
+            self.labels.restore(state["labeller"], state["assigned"])
             self.data = self.labels.training_set()
             self.classes = self.data.labels
 
     def relabel(self) -> None:
-        """The classifier being improved, trained on the GAN's samples of now, becomes the labeller (labels.csv)."""
-        self.labels.improve(self.sampler(), derived_seed(self.config.seed, 3 + self.epoch))
-        self.data = self.labels.training_set()
-        self.classes = self.data.labels
-        self.log_labels()
+        """The classifier being improved, trained on the GAN's samples of now, becomes the labeller (labels.csv); its
+        time counts as training time."""
+        tick = time.perf_counter()
+        replaced = self.labels.improve(self.sampler(), indexed_seed(derived_seed(self.config.seed, 3), self.epoch),
+                                       least=self.config.batch_size * self.world)
+        if replaced:
+            self.data = self.labels.training_set()
+            self.classes = self.data.labels
+        self.seconds += time.perf_counter() - tick
+        self.log_labels(replaced)
 
-    def log_labels(self) -> None:
+    def log_labels(self, replaced: bool = False) -> None:
         if not self.main:
             return
         path = self.folder / "labels.csv"
@@ -270,7 +271,7 @@ class GanRun:
             if not path.stat().st_size:
                 writer.writeheader()
             writer.writerow({"step": self.step, "epoch": self.epoch, "val_accuracy": self.labels.accuracy(),
-                             "images": len(self.data)})
+                             "images": len(self.data), "replaced": int(replaced)})
 
     def checkpoint(self) -> None:
         """checkpoint.pt is the run's one commit point, so it is written last: resuming rewrites the generator and
@@ -414,7 +415,8 @@ def resumed_config(folder: Path, epochs: int | None = None, eval_every: float | 
     return GanConfig(**{**saved.__dict__, **{k: v for k, v in new.items() if v is not None}})
 
 
-def training_set(train_set: Digits, config: GanConfig) -> tuple[Digits, Labels | None]:
+def training_set(train_set: Digits, config: GanConfig, device: torch.device = torch.device("cpu")
+                 ) -> tuple[Digits, Labels | None]:
     """What the GAN learns from: all of train; or classify's labelled subset of n_real; or, with a labeller
     (semi-supervised), that plus the rest of the training pool with the labels it is confident of, and those
     labels (to relabel)."""
@@ -427,7 +429,7 @@ def training_set(train_set: Digits, config: GanConfig) -> tuple[Digits, Labels |
         raise InputError(f"{config.labeller}: not the labeller this run started with (sha256 {config.labeller_sha256[:16]}...)")
     pool, val = mnist.validation_split(train_set.labels)
     labels = Labels(train_set.subset(labelled), train_set.images[pool[~torch.isin(pool, labelled)]],
-                    train_set.subset(val), load_classifier(config.labeller)[0], config.min_confidence)
+                    train_set.subset(val), load_classifier(config.labeller)[0], config.min_confidence, device)
     return labels.training_set(), labels
 
 
@@ -456,7 +458,9 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
         _check_labeller(config)
         config = GanConfig(**{**config.__dict__, "labeller": str(Path(config.labeller).resolve()),
                               "labeller_sha256": sha256_of(config.labeller)})
-    data, labels = training_set(train_set, config)
+    if config.relabel_every and distributed.world() > 1:
+        raise InputError("--relabel-every trains its classifier in one process: run it without torchrun")
+    data, labels = training_set(train_set, config, dev)
     if config.spec.clusters > len(data):
         raise InputError(f"{config.spec.clusters:,} clusters need at least as many training images, and there are "
                          f"{len(data):,}: ask for fewer, or --clusters 0")
@@ -528,8 +532,8 @@ def train(run: GanRun, max_minutes: float | None = None, progress: bool = True) 
 
 
 def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
-    cfg, per_epoch = run.config, run.steps_per_epoch
-    total = cfg.epochs * per_epoch
+    cfg = run.config
+    total = cfg.epochs * run.steps_per_epoch
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
     start_time, start_step = time.perf_counter(), run.step
     log = _CsvLog(run.folder / "losses.csv" if run.main else None)
@@ -546,7 +550,7 @@ def _loop(run: GanRun, max_minutes: float | None, progress: bool) -> Outcome:
                 run.log_labels()
         while run.epoch < cfg.epochs:
             order = run.epoch_order()
-            while run.position < per_epoch:
+            while run.position < run.steps_per_epoch:  # a relabelling changes the training set
                 tick = time.perf_counter()
                 losses = run.train_step(order[run.position * batch:(run.position + 1) * batch])
                 run.seconds += time.perf_counter() - tick

@@ -11,7 +11,7 @@ import torch
 
 from augment import trainer
 from augment.checkpoint import load_generator
-from augment.pipeline import draw
+from augment.pipeline import draw_to_mix
 from augment.quality import embed, real_manifold, realism
 from classifier import checkpoint as classifier_checkpoint
 from classifier.model import DigitCNN
@@ -20,7 +20,6 @@ from data.errors import InputError
 from data.mnist import Digits
 
 REAL_IMAGES = 10_000  # unlabelled train images whose features span the real manifold
-MIN_DRAWN = 1_000
 
 
 class Conditional:
@@ -57,9 +56,12 @@ class Conditional:
             classifier_checkpoint.save(labeller_path, labeller, {"n_real": size, "seed": seed, "n_synthetic": 0,
                                                                  "val_size": mnist.VAL_SIZE, "dataset": self.dataset}, {})
         done = run_dir / "budget.json"  # written once the minutes are spent: a rerun draws from the same GAN
+        resume = (run_dir / "checkpoint.pt").is_file()
+        config = self.config(size, seed, labeller_path if semi else None)
+        if resume:
+            self._check_cached(run_dir, config, done)
         if not done.is_file():
-            resume = (run_dir / "checkpoint.pt").is_file()
-            config = trainer.resumed_config(run_dir) if resume else self.config(size, seed, labeller_path if semi else None)
+            config = trainer.resumed_config(run_dir) if resume else config
             run = trainer.start(run_dir, config, self.train, resume, self.device)
             left = max(self.minutes - run.seconds / 60, 1e-9)
             self.log(f"  conditional GAN for {size:,} labels, seed {seed}: training {left:.1f} more minutes in {run_dir}")
@@ -68,7 +70,16 @@ class Conditional:
                 raise KeyboardInterrupt  # its checkpoint is saved: a rerun of the sweep resumes it
             done.write_text(json.dumps({"minutes": self.minutes, "step": outcome.step}) + "\n")
         g, _ = load_generator(run_dir / "generator.pt")
-        return draw(g, max(MIN_DRAWN, 2 * math.ceil(self.most * size)), seed)
+        return draw_to_mix(g, math.ceil(self.most * size), seed)
+
+    def _check_cached(self, run_dir: Path, wanted: trainer.GanConfig, done: Path) -> None:
+        """A cached GAN is reused only for the settings it was trained with (--overwrite keeps gans/)."""
+        def recipe(config: trainer.GanConfig) -> dict:
+            return {k: v for k, v in config.as_dict().items() if k not in ("labeller", "labeller_sha256", "epochs")}
+        spent = json.loads(done.read_text()).get("minutes") if done.is_file() else self.minutes
+        if recipe(trainer.resumed_config(run_dir)) != recipe(wanted) or spent != self.minutes:
+            raise InputError(f"{run_dir} holds a GAN trained with other settings than these: delete it, or choose "
+                             f"another --out")
 
 
 class Filtered:

@@ -219,3 +219,7 @@ def test_gan_variants_train_a_conditional_gan_per_cell_once_and_filter_the_pool(
     assert again.exit_code == 0 and "more minutes" not in again.output
     redone = pd.read_csv(tmp_path / "bench" / "rows.csv")
     assert len(redone) == len(rows) and list(redone.variant[-2:]) == ["conditional", "conditional+classical"]
+    changed = [str(a) for a in args] + ["--overwrite"]
+    changed[changed.index("--gan-relabel-every") + 1] = "2"
+    refused = runner.invoke(app, changed)  # --overwrite keeps gans/: a GAN of other settings is not reused
+    assert refused.exit_code == 2 and "n100-seed0 holds a GAN trained with other settings" in refused.output

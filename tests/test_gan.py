@@ -169,40 +169,43 @@ def test_semi_supervised_conditional_gan_adds_the_labellers_confident_labels(tmp
         trainer.start(tmp_path / "r", trainer.resumed_config(tmp_path / "r", 2), train, True)
 
 
-def test_relabelling_makes_the_classifier_the_gan_improves_the_labeller_and_resumes_with_it(tmp_path, train):
-    from augment.relabel import Labels
+def test_relabelling_makes_the_classifier_the_gan_improves_the_labeller_and_resumes_with_it(tmp_path, train, monkeypatch):
+    from augment import relabel
     from classifier import checkpoint
     from classifier.train import TrainConfig, evaluate, fit
 
+    monkeypatch.setattr(relabel, "SAMPLES", 400)  # the improved classifier sees 400 samples here, not 10,000
     subset = mnist.labelled_subset(train.labels, 100, 3)
     labeller, _ = fit(train.subset(subset), TrainConfig(epochs=1, min_steps=60), progress=False)
     checkpoint.save(tmp_path / "labeller.pt", labeller, {"n_real": 100, "seed": 3, "n_synthetic": 0, "val_size": 5000,
                                                          "dataset": "mnist"}, {})
     # A GAN that cannot draw digits yet: too few of its samples pass, and the labeller stays.
     _, val = mnist.validation_split(train.labels)
-    labels = Labels(train.subset(subset), train.images[:2000], train.subset(val[:500]), labeller, 0.9)
-    labels.improve(Generator(GanSpec(nz=16, g_width=16, d_width=16, conditional=True)), 0)
+    labels = relabel.Labels(train.subset(subset), train.images[:2000], train.subset(val[:500]), labeller, 0.9)
+    assert not labels.improve(Generator(GanSpec(nz=16, g_width=16, d_width=16, conditional=True)), 0, least=1)
     assert labels.labeller is labeller
-    # One step per epoch on a pool of 3,000, from the bundled conditional generator's weights: its samples are digits.
+    # Two steps per epoch on a pool of 3,000, from the bundled conditional generator's weights: its samples are digits.
     small = train.subset(torch.arange(8000))
     config = trainer.GanConfig(spec=GanSpec.preset("dcgan", conditional=True), n_real=100, seed=3, epochs=2,
                                eval_every=0, labeller=str(tmp_path / "labeller.pt"),
-                               labeller_sha256=sha256_of(tmp_path / "labeller.pt"), relabel_every=2)
+                               labeller_sha256=sha256_of(tmp_path / "labeller.pt"), relabel_every=1)
     n = len(trainer.training_set(small, config)[0])
-    config = trainer.GanConfig(**{**config.__dict__, "batch_size": n, "labeller_sha256": None})
+    config = trainer.GanConfig(**{**config.__dict__, "batch_size": n // 2, "labeller_sha256": None})
     run = trainer.start(tmp_path / "r", config, small, False)
     bundled, _ = load_generator(ROOT / "augment" / "weights" / "generator-conditional.pt")
     for g in (run.g, run.g_ema):
         g.load_state_dict(bundled.state_dict())
     outcome = trainer.train(run, progress=False)
     log = pd.read_csv(tmp_path / "r" / "labels.csv")
-    assert log.step.tolist() == [0, 2] and log.images[0] == n and log.images[1] > n
+    assert log.replaced.tolist() == [0, 1, 1] and log.images[0] == n and log.images[1] > n
+    assert log.step.tolist() == [0, 2, 2 + log.images[1] // (n // 2)]  # epoch 2 ran over the relabelled set
     assert log.val_accuracy[0] == pytest.approx(evaluate(labeller, small.subset(mnist.validation_split(small.labels)[1])))
     assert log.val_accuracy[1] > log.val_accuracy[0] + 0.05  # the improved classifier labels better
-    assert outcome.labels == {"first": log.val_accuracy[0], "last": log.val_accuracy[1], "rounds": 1,
-                              "images": log.images[1]}
+    assert outcome.labels == {"first": log.val_accuracy[0], "last": log.val_accuracy[2], "rounds": 2, "replaced": 2,
+                              "images": log.images[2]}
     resumed = trainer.start(tmp_path / "r", trainer.resumed_config(tmp_path / "r", 3), small, True)
-    assert torch.equal(resumed.data.labels, run.data.labels) and len(resumed.data) == log.images[1]
+    assert torch.equal(resumed.data.labels, run.data.labels) and len(resumed.data) == log.images[2]
+    assert torch.equal(resumed.labels.assigned, run.labels.assigned)
     assert all(torch.equal(a, b) for a, b in zip(resumed.labels.labeller.state_dict().values(),
                                                  run.labels.labeller.state_dict().values()))
 
