@@ -47,7 +47,7 @@ def train(out: str | Path = "runs/gan", resume: bool = False, epochs: int | None
     if c.labeller:
         images = (f"{c.n_real:,} labelled + {len(run.data) - c.n_real:,} {c.dataset} images labelled by {c.labeller} "
                   f"at confidence >= {c.min_confidence}"
-                  + (f", relabelled every {c.relabel_every} epochs by the classifier it improves" if c.relabel_every else ""))
+                  + (f", relabelled every {c.relabel_every} epoch{'s' * (c.relabel_every > 1)} by the classifier it improves" if c.relabel_every else ""))
     kind = " conditional" if c.spec.conditional else f" self-conditioned ({c.spec.clusters} clusters)" if c.spec.clusters else ""
     log(f"{'resuming' if resume else 'training'} {c.spec.arch}{kind} GAN on "
         f"{images}: {run.steps_per_epoch:,} steps/epoch of {c.batch_size}"
@@ -202,6 +202,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     if min_realism:
         sources["filtered"] = Filtered(load_synthetic(synthetic).images, train_set, min_realism)
     settings = {name: source.settings() for name, source in sources.items()}
+    if "conditional" in sources:  # before --overwrite discards any row
+        sources["conditional"].check_cache(sweep.sizes, sweep.seeds)
     out.mkdir(parents=True, exist_ok=True)
     lock, problem = None, None
     if main:  # a second sweep appending to the same rows.csv would count seeds twice

@@ -86,6 +86,10 @@ class GanConfig:
     relabel_every: int = 0  # with a labeller: epochs between relabellings by the classifier the GAN improves; 0: never
 
     def check(self) -> None:
+        whole = [k for k in ("epochs", "batch_size", "sample_every", "relabel_every", "seed")
+                 if type(getattr(self, k)) is not int]
+        if whole:  # a damaged checkpoint's config, say: the ranges below would not compare
+            raise InputError(f"{', '.join(whole)} must be whole numbers")
         problems = [
             (1 <= self.epochs <= 100_000, f"epochs must be in 1..100,000, got {self.epochs}"),
             (2 <= self.batch_size <= 60_000, f"batch size must be in 2..60,000, got {self.batch_size}"),
@@ -243,6 +247,8 @@ class GanRun:
             for g in (self.g, self.g_ema):
                 if g is not None:
                     g.check_prior()
+        if (self.labels is None) != (state.get("assigned") is None):
+            raise ValueError("its relabelling state does not match its config")
         if self.labels:
             self.labels.restore(state["labeller"], state["assigned"])
             self.data = self.labels.training_set()
@@ -401,6 +407,7 @@ def resumed_config(folder: Path, epochs: int | None = None, eval_every: float | 
     path = folder / "checkpoint.pt"
     try:
         saved = GanConfig.from_dict(load_training(path)["config"])
+        saved.check()
     except (KeyError, TypeError, InputError) as e:
         raise InputError(f"{path}: no usable config in this checkpoint ({e})") from None
     have = {**saved.__dict__, **saved.spec.__dict__}  # every field: as_dict leaves out clusters when off

@@ -47,19 +47,36 @@ class Conditional:
         return {"gan_minutes": self.minutes, **relabel,
                 "gan": {k: v for k, v in recipe.items() if k not in ("n_real", "seed")}}
 
+    def cell(self, size: int, seed: int) -> tuple[Path, Path | None, trainer.GanConfig]:
+        """The (size, seed) GAN's folder, its labeller's file (None at every-label size) and its config."""
+        labeller = self.folder / f"n{size}-seed{seed}-labeller.pt" if size < len(self.train) else None
+        return self.folder / f"n{size}-seed{seed}", labeller, self.config(size, seed, labeller)
+
+    def check_cache(self, sizes, seeds) -> None:
+        """A cached GAN is reused only for the settings it was trained with (--overwrite keeps gans/): one of other
+        settings is refused, before any training."""
+        def recipe(config: trainer.GanConfig) -> dict:
+            return {k: v for k, v in config.as_dict().items() if k not in ("labeller", "labeller_sha256", "epochs")}
+        for size in sizes:
+            for seed in seeds:
+                run_dir, _, wanted = self.cell(size, seed)
+                if not (run_dir / "checkpoint.pt").is_file():
+                    continue
+                done = run_dir / "budget.json"
+                spent = json.loads(done.read_text()).get("minutes") if done.is_file() else self.minutes
+                if recipe(trainer.resumed_config(run_dir)) != recipe(wanted) or spent != self.minutes:
+                    raise InputError(f"{run_dir} holds a GAN trained with other settings than these: delete it, or "
+                                     f"choose another --out")
+
     def __call__(self, size: int, seed: int, labeller: DigitCNN) -> tuple[torch.Tensor, torch.Tensor]:
-        run_dir = self.folder / f"n{size}-seed{seed}"
-        semi = size < len(self.train)
-        labeller_path = self.folder / f"n{size}-seed{seed}-labeller.pt"
+        run_dir, labeller_path, config = self.cell(size, seed)
         self.folder.mkdir(parents=True, exist_ok=True)
-        if semi and not labeller_path.exists():  # the first one stays: the GAN's labels came from it
+        if labeller_path and not labeller_path.exists():  # the first one stays: the GAN's labels came from it
             classifier_checkpoint.save(labeller_path, labeller, {"n_real": size, "seed": seed, "n_synthetic": 0,
                                                                  "val_size": mnist.VAL_SIZE, "dataset": self.dataset}, {})
         done = run_dir / "budget.json"  # written once the minutes are spent: a rerun draws from the same GAN
         resume = (run_dir / "checkpoint.pt").is_file()
-        config = self.config(size, seed, labeller_path if semi else None)
-        if resume:
-            self._check_cached(run_dir, config, done)
+        self.check_cache([size], [seed])
         if not done.is_file():
             config = trainer.resumed_config(run_dir) if resume else config
             run = trainer.start(run_dir, config, self.train, resume, self.device)
@@ -71,15 +88,6 @@ class Conditional:
             done.write_text(json.dumps({"minutes": self.minutes, "step": outcome.step}) + "\n")
         g, _ = load_generator(run_dir / "generator.pt")
         return draw_to_mix(g, math.ceil(self.most * size), seed)
-
-    def _check_cached(self, run_dir: Path, wanted: trainer.GanConfig, done: Path) -> None:
-        """A cached GAN is reused only for the settings it was trained with (--overwrite keeps gans/)."""
-        def recipe(config: trainer.GanConfig) -> dict:
-            return {k: v for k, v in config.as_dict().items() if k not in ("labeller", "labeller_sha256", "epochs")}
-        spent = json.loads(done.read_text()).get("minutes") if done.is_file() else self.minutes
-        if recipe(trainer.resumed_config(run_dir)) != recipe(wanted) or spent != self.minutes:
-            raise InputError(f"{run_dir} holds a GAN trained with other settings than these: delete it, or choose "
-                             f"another --out")
 
 
 class Filtered:

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from data.errors import InputError
+
 _alone = False  # see alone()
 
 
@@ -29,6 +31,10 @@ def _grouped() -> bool:
 def join(device: torch.device) -> None:
     """Join the group torchrun describes in the environment: NCCL between GPUs, gloo between CPU processes."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized() and not _alone:
+        missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if missing:
+            raise InputError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: start "
+                             f"several processes with torchrun, or unset WORLD_SIZE")
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

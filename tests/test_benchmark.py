@@ -223,3 +223,4 @@ def test_gan_variants_train_a_conditional_gan_per_cell_once_and_filter_the_pool(
     changed[changed.index("--gan-relabel-every") + 1] = "2"
     refused = runner.invoke(app, changed)  # --overwrite keeps gans/: a GAN of other settings is not reused
     assert refused.exit_code == 2 and "n100-seed0 holds a GAN trained with other settings" in refused.output
+    assert pd.read_csv(tmp_path / "bench" / "rows.csv").equals(redone)  # refused before --overwrite discarded a row

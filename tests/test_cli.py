@@ -132,6 +132,11 @@ def test_demo_refuses_a_folder_with_something_in_it(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine" and len(list(tmp_path.iterdir())) == 1
 
 
+def test_world_size_without_torchrun_is_one_error_line(tmp_path):
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "r"), "--n-real", "100"], env={"WORLD_SIZE": "2"})
+    assert result.exit_code == 2 and "WORLD_SIZE is 2 but RANK, MASTER_ADDR, MASTER_PORT not set" in result.output
+
+
 def test_benchmark_without_a_pool_draws_one_from_the_bundled_generator(tmp_path):
     out = tmp_path / "bench"
     result = run("benchmark", "--sizes", 20, "--ratios", 1, "--seeds", 1, "--min-steps", 5, "--min-confidence", 0,

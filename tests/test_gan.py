@@ -525,6 +525,13 @@ def test_damaged_checkpoints_and_weights_are_refused(tmp_path, digits):
                folder / "checkpoint.pt")
     with pytest.raises(InputError, match="must be whole numbers"):
         trainer.resumed_config(folder)
+    for damage in ({"relabel_every": "2"}, {"relabel_every": 1.5}, {"min_confidence": "0.5"}):
+        torch.save({**state, "config": {**state["config"], **damage}}, folder / "checkpoint.pt")
+        with pytest.raises(InputError, match="no usable config"):
+            trainer.resumed_config(folder)
+    torch.save({**state, "assigned": torch.zeros(5, dtype=torch.int8)}, folder / "checkpoint.pt")
+    with pytest.raises(InputError, match="its relabelling state does not match its config"):
+        trainer.start(folder, trainer.resumed_config(folder), digits, resume=True)
     with open(folder / "generator.pt", "r+b") as f:  # one byte changed: the sha256 in generator.json no longer matches
         f.seek(-10, 2)
         byte = f.read(1)
