@@ -112,8 +112,8 @@ def test_realism_and_agreement_filters_keep_only_samples_that_pass(tmp_path, mod
     plain = run(*args, "--out", tmp_path / "plain.h5")
     kept = run(*args, "--min-realism", 1, "--agree", tmp_path / "second.pt", "--out", tmp_path / "kept.h5")
     assert plain.exit_code == 0 and kept.exit_code == 0, kept.output
-    drawn = lambda out: int(re.search(r"of ([\d,]+) drawn", out).group(1).replace(",", ""))  # noqa: E731
-    assert drawn(kept.output) > drawn(plain.output)  # more draws for the same 300 kept
+    passed = lambda out: float(re.search(r"drawn; ([\d.]+)% of them passed", out).group(1))  # noqa: E731
+    assert passed(kept.output) < passed(plain.output)  # the filters reject draws that confidence alone keeps
     failed = {k: int(v.replace(",", "")) for k, v in re.findall(r"(confidence|realism|agreement) ([\d,]+)", kept.output.split("failing")[1])}
     assert failed["realism"] > 0 and failed["agreement"] > 0
     data = load_synthetic(tmp_path / "kept.h5")
