@@ -146,7 +146,7 @@ def train(
     min_confidence: Optional[float] = typer.Option(None, help="With --labeller: use its labels where it is at least this sure.",
                                                    show_default="0.9"),
     relabel_every: Optional[int] = typer.Option(None, help="With --labeller: every K epochs, the classifier this GAN "
-                                                "improves (the labelled subset plus 4x as many of its samples, classical "
+                                                "improves (the labelled subset plus 10,000 of its samples, classical "
                                                 "augmentation) becomes the labeller (labels.csv); 0: never.",
                                                 show_default="0"),
     dataset: Optional[str] = typer.Option(None, help="mnist or fashion.", show_default="mnist"),
@@ -335,8 +335,8 @@ def benchmark(
     r = run(synthetic=synthetic, out=out, sizes=sizes and _numbers(sizes, int, "sizes"),
             ratios=ratios and _numbers(ratios, float, "ratios"), seeds=seeds, relabel_rounds=relabel_rounds,
             min_confidence=min_confidence, min_steps=min_steps, quick=quick, gan_minutes=gan_minutes,
-            gan_relabel_every=gan_relabel_every, min_realism=min_realism, jobs=jobs, overwrite=overwrite, data_dir=data_dir, device=device, on_row=show_row,
-            log=typer.echo)
+            gan_relabel_every=gan_relabel_every, min_realism=min_realism, jobs=jobs, overwrite=overwrite,
+            data_dir=data_dir, device=device, on_row=show_row, log=typer.echo)
     if not r.main:  # under torchrun, process 0 reports for all
         return
     typer.echo(r.markdown)

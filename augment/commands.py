@@ -46,8 +46,9 @@ def train(out: str | Path = "runs/gan", resume: bool = False, epochs: int | None
     images = f"{len(run.data):,} {c.dataset} images"
     if c.labeller:
         images = (f"{c.n_real:,} labelled + {len(run.data) - c.n_real:,} {c.dataset} images labelled by {c.labeller} "
-                  f"at confidence >= {c.min_confidence}"
-                  + (f", relabelled every {c.relabel_every} epoch{'s' * (c.relabel_every > 1)} by the classifier it improves" if c.relabel_every else ""))
+                  f"at confidence >= {c.min_confidence}")
+    if c.relabel_every:
+        images += f", relabelled every {c.relabel_every} epoch{'s' * (c.relabel_every > 1)} by the classifier it improves"
     kind = " conditional" if c.spec.conditional else f" self-conditioned ({c.spec.clusters} clusters)" if c.spec.clusters else ""
     log(f"{'resuming' if resume else 'training'} {c.spec.arch}{kind} GAN on "
         f"{images}: {run.steps_per_epoch:,} steps/epoch of {c.batch_size}"
@@ -150,13 +151,13 @@ class Benchmark:
 def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/benchmark", sizes=None, ratios=None,
               seeds: int | None = None, relabel_rounds: int = 0, min_confidence: float = 0.9,
               min_steps: int | None = None, quick: bool = False, gan_minutes: float = 0.0, gan_relabel_every: int = 0,
-              min_realism: float = 0.0,
-              jobs: int = 1, overwrite: bool = False, data_dir: str | Path | None = None, device: str = "auto",
-              on_row=lambda row: None, log=print) -> Benchmark:
+              min_realism: float = 0.0, jobs: int = 1, overwrite: bool = False, data_dir: str | Path | None = None,
+              device: str = "auto", on_row=lambda row: None, log=print) -> Benchmark:
     """Sweep real sizes x augmentations x seeds, each classifier tested on real test; rows already in `out` are
     kept. Without a pool, one is drawn from the bundled generator into `out`/pool.h5 (and reused).
     gan_minutes > 0 adds the `conditional` variant (a semi-supervised conditional GAN per size and seed, trained
-    that long, relabelled every gan_relabel_every epochs if that is not 0); min_realism > 0 the `filtered` one (the pool's samples on the real manifold)."""
+    that long, relabelled every gan_relabel_every epochs if that is not 0); min_realism > 0 the `filtered` one
+    (the pool's samples on the real manifold)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file: --out names the benchmark's folder")
@@ -178,7 +179,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     if not 0 <= gan_minutes <= 10_000 or not 0 <= min_realism <= 100:
         raise InputError("gan-minutes must be in 0..10,000 and min-realism in 0..100 (0 leaves the variant out)")
     if not 0 <= gan_relabel_every <= 100_000 or (gan_relabel_every and not gan_minutes):
-        raise InputError(f"gan-relabel-every must be in 0..100,000 epochs, and needs --gan-minutes; got {gan_relabel_every}")
+        raise InputError(f"gan-relabel-every must be in 0..100,000 epochs, and needs --gan-minutes; "
+                         f"got {gan_relabel_every}")
     distributed.join(resolve_device(device))  # under torchrun: each process takes its share of the cells
     main = distributed.rank() == 0
     log, on_row = (log, on_row) if main else (lambda *_: None, lambda row: None)

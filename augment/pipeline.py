@@ -244,13 +244,13 @@ def _shortfall(counts, quota, config: GenerateConfig, drawn: int) -> str:
             f"{', '.join(short)}; lower --min-confidence or --min-realism, drop --agree, or drop --balance")
 
 
-@torch.inference_mode()
 def draw_to_mix(g, want: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Samples for a mix that needs `want` of them: twice as many (at least MIN_DRAWN), so that the labeller
     may reject some."""
     return draw(g, max(MIN_DRAWN, 2 * want), seed)
 
 
+@torch.inference_mode()
 def draw(g, n: int, seed: int, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n uint8 images from a generator, seeded; a conditional one is asked for classes 0-9 in turn
     (returned too), an unconditional one returns None for them."""
