@@ -128,16 +128,19 @@ def generate(generator_path: Path, labeller_path: Path, out: Path, config: Gener
     start = time.perf_counter()
     bar = tqdm(total=config.n, desc="generate", unit="img", disable=None if progress and rank == 0 else True)
     writer, problem = None, None
-    try:
-        writer = SyntheticWriter(shards[rank], attrs, nz=spec.nz if config.save_latents else None,
-                                 conditional=spec.conditional, overwrite=overwrite)
-    except InputError as e:
-        problem = str(e)
-    problem = distributed.agreed(problem)  # a shard in the way of one process stops them all
-    if problem:
+    try:  # until `with writer` holds it, an error or a Ctrl-C here must discard it, lock included
+        try:
+            writer = SyntheticWriter(shards[rank], attrs, nz=spec.nz if config.save_latents else None,
+                                     conditional=spec.conditional, overwrite=overwrite)
+        except InputError as e:
+            problem = str(e)
+        problem = distributed.agreed(problem)  # a shard in the way of one process stops them all
+        if problem:
+            raise InputError(problem)
+    except BaseException:
         if writer is not None:
             writer.discard()
-        raise InputError(problem)
+        raise
     with writer, torch.inference_mode():
         for first in itertools.count(0, world):
             if tally.hopeless(MAX_DRAWS_PER_KEPT * config.n):

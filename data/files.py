@@ -89,6 +89,10 @@ def lock_output(path: Path) -> Callable[[], None]:
     except BlockingIOError:
         os.close(fd)
         raise InputError(f"{path} is being written by another process: wait for it to end, or choose another output") from None
+    except BaseException:  # Ctrl-C or SIGTERM while taking it: the lock file is ours, and goes
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+        raise
 
     def release() -> None:
         lock.unlink(missing_ok=True)

@@ -57,8 +57,8 @@ class SyntheticWriter:
             raise ValueError(f"missing attributes: {missing}")
         prepare_output(self.path, overwrite)
         self.release = lock_output(self.path)
-        self.file = h5py.File(str(self.path), "w", driver="core", backing_store=False)  # nothing on disk yet
-        try:
+        try:  # a Ctrl-C or SIGTERM from here on discards, lock included
+            self.file = h5py.File(str(self.path), "w", driver="core", backing_store=False)  # nothing on disk yet
             self._start(attrs, nz, conditional)
         except BaseException:
             self.discard()
@@ -117,7 +117,8 @@ class SyntheticWriter:
 
     def discard(self) -> None:
         try:
-            self.file.close()
+            if hasattr(self, "file"):
+                self.file.close()
         finally:
             self.release()
 
