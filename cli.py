@@ -147,7 +147,8 @@ def train(
                                                    show_default="0.9"),
     relabel_every: Optional[int] = typer.Option(None, help="With --labeller: every K epochs, the classifier this GAN "
                                                 "improves (the labelled subset plus 10,000 of its samples, classical "
-                                                "augmentation) becomes the labeller (labels.csv); 0: never.",
+                                                "augmentation) becomes the labeller if it is at least as accurate on "
+                                                "validation (labels.csv); 0: never.",
                                                 show_default="0"),
     dataset: Optional[str] = typer.Option(None, help="mnist or fashion.", show_default="mnist"),
     data_dir: Optional[Path] = DataDir,

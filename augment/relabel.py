@@ -39,8 +39,8 @@ class Labels:
     def improve(self, g, seed: int, least: int) -> bool:
         """Train the classifier being improved on the labelled subset and SAMPLES of g's samples (those the current
         labeller gives the class asked for) and make it the labeller, unless too few of g's samples pass (a GAN
-        still learning) or the new labels would leave fewer than `least` training images. Returns whether it
-        replaced the labeller."""
+        still learning), it is less accurate on validation than the labeller (its labels would be worse), or its
+        labels would leave fewer than `least` training images. Returns whether it replaced the labeller."""
         was_training = g.training
         g.eval()
         images, asked = draw_to_mix(g, SAMPLES, seed)
@@ -51,6 +51,8 @@ class Labels:
         except InputError:
             return False
         model, _ = fit(data, TrainConfig(augment="classical", seed=seed), device=self.device.type, progress=False)
+        if evaluate(model, self.val) < self.accuracy():
+            return False
         assigned = self.assign(model)
         if len(self.labelled) + int((assigned != UNSURE).sum()) < least:
             return False
