@@ -1,7 +1,8 @@
 """Semi-supervised conditional training's labels: the labelled subset, plus the rest of the training pool where
 a labeller is sure. With --relabel-every K, every K epochs the classifier the GAN is there to improve (DigitCNN
 on the labelled subset plus SAMPLES of the GAN's own class-balanced samples, with classical augmentation)
-becomes the labeller, so the GAN's labels get better as its samples do, and its samples as its labels do."""
+becomes the labeller if it is at least as accurate on validation, so the GAN's labels get better as its samples
+do, and its samples as its labels do."""
 
 import torch
 

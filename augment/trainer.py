@@ -255,8 +255,8 @@ class GanRun:
             self.classes = self.data.labels
 
     def relabel(self) -> None:
-        """The classifier being improved, trained on the GAN's samples of now, becomes the labeller (labels.csv); its
-        time counts as training time."""
+        """The classifier being improved, trained on the GAN's samples of now, may become the labeller (see
+        Labels.improve; labels.csv); its time counts as training time."""
         tick = time.perf_counter()
         replaced = self.labels.improve(self.sampler(), indexed_seed(derived_seed(self.config.seed, 3), self.epoch),
                                        least=self.config.batch_size * self.world)
