@@ -176,11 +176,14 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     dataset = "mnist" if synthetic is None else load_synthetic(synthetic, limit=1).attrs["dataset"]
     train_set, test = mnist.load("train", dataset, data_dir), mnist.load("test", dataset, data_dir)
     sweep.check(len(train_set))
-    if not 0 <= gan_minutes <= 10_000 or not 0 <= min_realism <= 100:
-        raise InputError("gan-minutes must be in 0..10,000 and min-realism in 0..100 (0 leaves the variant out)")
-    if not 0 <= gan_relabel_every <= 100_000 or (gan_relabel_every and not gan_minutes):
-        raise InputError(f"gan-relabel-every must be in 0..100,000 epochs, and needs --gan-minutes; "
-                         f"got {gan_relabel_every}")
+    if not 0 <= gan_minutes <= 10_000:
+        raise InputError(f"gan-minutes must be in 0..10,000 (0 leaves the variant out), got {gan_minutes}")
+    if not 0 <= min_realism <= 100:
+        raise InputError(f"min-realism must be in 0..100 (0 leaves the variant out), got {min_realism}")
+    if not 0 <= gan_relabel_every <= 100_000:
+        raise InputError(f"gan-relabel-every must be in 0..100,000 epochs, got {gan_relabel_every}")
+    if gan_relabel_every and not gan_minutes:
+        raise InputError("--gan-relabel-every relabels the conditional variant's GANs: it needs --gan-minutes")
     distributed.join(resolve_device(device))  # under torchrun: each process takes its share of the cells
     main = distributed.rank() == 0
     log, on_row = (log, on_row) if main else (lambda *_: None, lambda row: None)

@@ -394,6 +394,8 @@ def make_config(arch: str | None = "dcgan", **options) -> GanConfig:
     if unknown:
         raise InputError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     given = {k: v for k, v in options.items() if v is not None}
+    if "min_confidence" in given and not given.get("labeller"):
+        raise InputError("--min-confidence is the threshold of --labeller's labels: give both")
     spec = GanSpec.preset(arch or "dcgan", **{k: given.pop(k) for k in SPEC_OPTIONS if k in given})
     if "labeller" in given:
         given["labeller"] = str(given["labeller"])
@@ -432,7 +434,9 @@ def training_set(train_set: Digits, config: GanConfig, device: torch.device = to
     labelled = mnist.labelled_subset(train_set.labels, config.n_real, config.seed)
     if not config.labeller:
         return train_set.subset(labelled), None
-    if not Path(config.labeller).is_file() or sha256_of(config.labeller) != config.labeller_sha256:
+    if not Path(config.labeller).is_file():
+        raise InputError(f"{config.labeller}: the labeller this run started with is missing")
+    if sha256_of(config.labeller) != config.labeller_sha256:
         raise InputError(f"{config.labeller}: not the labeller this run started with (sha256 {config.labeller_sha256[:16]}...)")
     pool, val = mnist.validation_split(train_set.labels)
     labels = Labels(train_set.subset(labelled), train_set.images[pool[~torch.isin(pool, labelled)]],

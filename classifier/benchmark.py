@@ -84,10 +84,11 @@ def read_rows(folder: Path, identity: dict) -> pd.DataFrame:
             same = False
         if not same:
             raise InputError(f"{folder} holds another sweep (see its sweep.json): choose another --out or pass --overwrite")
-    else:
+    rows = _good_rows(folder / "rows.csv")  # a folder refused here is left as it was
+    if not saved.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(saved, lambda tmp: tmp.write_text(json.dumps(identity, indent=2) + "\n"))
-    return _good_rows(folder / "rows.csv")
+    return rows
 
 
 def _good_rows(csv: Path) -> pd.DataFrame:

@@ -21,9 +21,9 @@ HOMES = (Path("runs"), Path("data") / "synthetic")  # the default outputs' folde
 def prepare_output(path: Path, overwrite: bool) -> None:
     """Before any long work: the output file may be replaced (or does not exist) and can be written there, so
     hours of work never end in an unwritable path."""
-    refuse_existing(path, overwrite)
     if path.is_dir():
         raise InputError(f"{path} is a folder: name a file")
+    refuse_existing(path, overwrite)
     check_folder_of(path)
 
 

@@ -101,6 +101,11 @@ def test_a_different_sweep_in_the_same_folder_is_refused(tmp_path, small):
     benchmark.run(quick, pool, train, test, tmp_path / "bench", "mnist")
     with pytest.raises(InputError, match="holds another sweep"):
         benchmark.run(TINY, pool, train, test, tmp_path / "bench", "mnist")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "rows.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="not a rows file of this tool"):
+        benchmark.run(quick, pool, train, test, tmp_path / "other", "mnist")
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["rows.csv"]  # refused: the folder as it was
 
 
 def test_a_sweep_extended_with_a_seed_keeps_its_rows(tmp_path, small):

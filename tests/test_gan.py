@@ -167,6 +167,9 @@ def test_semi_supervised_conditional_gan_adds_the_labellers_confident_labels(tmp
     checkpoint.save(tmp_path / "labeller.pt", labeller, {**trained, "changed": True}, {})
     with pytest.raises(InputError, match="not the labeller this run started with"):
         trainer.start(tmp_path / "r", trainer.resumed_config(tmp_path / "r", 2), train, True)
+    (tmp_path / "labeller.pt").unlink()
+    with pytest.raises(InputError, match="the labeller this run started with is missing"):
+        trainer.start(tmp_path / "r", trainer.resumed_config(tmp_path / "r", 2), train, True)
 
 
 def test_relabelling_makes_the_classifier_the_gan_improves_the_labeller_and_resumes_with_it(tmp_path, train, monkeypatch):
