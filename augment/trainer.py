@@ -458,6 +458,19 @@ def _check_labeller(config: GanConfig) -> None:
                          f"`classify --n-real {config.n_real} --seed {config.seed}` (no synthetic, default validation)")
 
 
+def _folder_problem(folder: Path, resume: bool) -> str | None:
+    """Why the run cannot be written in folder, or None."""
+    try:
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is a file: --out names the run's folder"
+        if not resume and folder.exists() and any(not _temporary(p) for p in folder.iterdir()):
+            return f"{folder} is not empty: choose a new --out, or --resume the run in it"
+        check_folder_of(folder)
+    except InputError as e:
+        return str(e)
+    return None
+
+
 def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, device: str = "cpu") -> GanRun:
     """A fresh run in an empty (or new) folder, or, resuming, the run saved there (config from resumed_config)."""
     config.check()
@@ -471,6 +484,10 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
                               "labeller_sha256": sha256_of(config.labeller)})
     if config.relabel_every and distributed.world() > 1:
         raise InputError("--relabel-every trains its classifier in one process: run it without torchrun")
+    main = distributed.rank() == 0
+    problem = distributed.agreed(_folder_problem(folder, resume) if main else None)  # before labelling the pool
+    if problem:
+        raise InputError(problem)
     data, labels = training_set(train_set, config, dev)
     if config.spec.clusters > len(data):
         raise InputError(f"{config.spec.clusters:,} clusters need at least as many training images, and there are "
@@ -478,14 +495,9 @@ def start(folder: Path, config: GanConfig, train_set: Digits, resume: bool, devi
     if len(data) < config.batch_size * distributed.world():
         raise InputError(f"a global batch of {config.batch_size * distributed.world():,} is larger than the "
                          f"{len(data):,} training images")
-    main, lock, problem = distributed.rank() == 0, None, None
+    lock, problem = None, None
     if main:  # the other processes write nothing there
         try:
-            if folder.exists() and not folder.is_dir():
-                raise InputError(f"{folder} is a file: --out names the run's folder")
-            if not resume and folder.exists() and any(not _temporary(p) for p in folder.iterdir()):
-                raise InputError(f"{folder} is not empty: choose a new --out, or --resume the run in it")
-            check_folder_of(folder)
             folder.mkdir(exist_ok=True)
             lock = lock_folder(folder)
         except InputError as e:

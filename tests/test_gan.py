@@ -122,6 +122,10 @@ def test_bad_training_requests(tmp_path, digits):
     (tmp_path / "b" / "x").write_text("x")
     with pytest.raises(InputError, match="is not empty"):
         trainer.start(tmp_path / "b", TINY, digits, False)
+    with pytest.MonkeyPatch.context() as m:  # the folder is checked before the pool is labelled (seconds of work)
+        m.setattr(trainer, "training_set", lambda *_: pytest.fail("the pool was labelled before the folder was checked"))
+        with pytest.raises(InputError, match="is not empty"):
+            trainer.start(tmp_path / "b", TINY, digits, False)
     with pytest.raises(InputError, match="100 clusters need at least as many training images, and there are 96"):
         trainer.start(tmp_path / "c", trainer.GanConfig(spec=GanSpec(clusters=100), batch_size=32), digits, False)
     for bad in ({"clusters": 1}, {"clusters": 1001}, {"clusters": 10, "conditional": True}, {"clusters": 10, "nz": 1}):
