@@ -318,6 +318,10 @@ def benchmark(
                                           "the classifier it improves (train --relabel-every); 0: never."),
     min_realism: float = typer.Option(0.0, help="Add the filtered variant: the pool's samples with at least this "
                                       "realism score in the labeller's features; 0 leaves it out."),
+    discriminator_steps: int = typer.Option(0, help="Add the gan-discriminator variant: per size and seed, the classifier "
+                                            "is the discriminator of a semi-supervised GAN (K+1 classes, feature "
+                                            "matching, generator started from the bundled one) trained this many "
+                                            "steps on the labelled subset and the other train images; 0 leaves it out."),
     jobs: int = typer.Option(1, help="(size, seed) cells trained at once, each in its own process with its share of the "
                              "cores; the rows are the same as one at a time."),
     out: Path = typer.Option(Path("runs/benchmark"), help="Folder for rows.csv, summary.csv, report.md, accuracy.png."),
@@ -336,7 +340,8 @@ def benchmark(
     r = run(synthetic=synthetic, out=out, sizes=sizes and _numbers(sizes, int, "sizes"),
             ratios=ratios and _numbers(ratios, float, "ratios"), seeds=seeds, relabel_rounds=relabel_rounds,
             min_confidence=min_confidence, min_steps=min_steps, quick=quick, gan_minutes=gan_minutes,
-            gan_relabel_every=gan_relabel_every, min_realism=min_realism, jobs=jobs, overwrite=overwrite,
+            gan_relabel_every=gan_relabel_every, min_realism=min_realism,
+            discriminator_steps=discriminator_steps, jobs=jobs, overwrite=overwrite,
             data_dir=data_dir, device=device, on_row=show_row, log=typer.echo)
     if not r.main:  # under torchrun, process 0 reports for all
         return

@@ -13,7 +13,7 @@ from augment.checkpoint import BUNDLED, BUNDLED_CONDITIONAL, load_generator
 from augment.pipeline import GenerateConfig, Report, draw
 from augment.pipeline import generate as run_pipeline
 from augment.quality import Quality, measure
-from augment.variants import Conditional, Filtered
+from augment.variants import Conditional, Discriminator, Filtered
 from classifier import benchmark as sweeps
 from classifier import checkpoint as classifier_checkpoint
 from classifier import report
@@ -151,13 +151,14 @@ class Benchmark:
 def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/benchmark", sizes=None, ratios=None,
               seeds: int | None = None, relabel_rounds: int = 0, min_confidence: float = 0.9,
               min_steps: int | None = None, quick: bool = False, gan_minutes: float = 0.0, gan_relabel_every: int = 0,
-              min_realism: float = 0.0, jobs: int = 1, overwrite: bool = False, data_dir: str | Path | None = None,
-              device: str = "auto", on_row=lambda row: None, log=print) -> Benchmark:
+              min_realism: float = 0.0, discriminator_steps: int = 0, jobs: int = 1, overwrite: bool = False,
+              data_dir: str | Path | None = None, device: str = "auto", on_row=lambda row: None, log=print) -> Benchmark:
     """Sweep real sizes x augmentations x seeds, each classifier tested on real test; rows already in `out` are
     kept. Without a pool, one is drawn from the bundled generator into `out`/pool.h5 (and reused).
     gan_minutes > 0 adds the `conditional` variant (a semi-supervised conditional GAN per size and seed, trained
     that long, relabelled every gan_relabel_every epochs if that is not 0); min_realism > 0 the `filtered` one
-    (the pool's samples on the real manifold)."""
+    (the pool's samples on the real manifold); discriminator_steps > 0 the `gan-discriminator` one (a
+    semi-supervised GAN's discriminator as the classifier, trained that many steps)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file: --out names the benchmark's folder")
@@ -182,6 +183,10 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
         raise InputError(f"min-realism must be in 0..100 (0 leaves the variant out), got {min_realism}")
     if not 0 <= gan_relabel_every <= 100_000:
         raise InputError(f"gan-relabel-every must be in 0..100,000 epochs, got {gan_relabel_every}")
+    if not 0 <= discriminator_steps <= 1_000_000:
+        raise InputError(f"discriminator-steps must be in 0..1,000,000 (0 leaves the variant out), got {discriminator_steps}")
+    if discriminator_steps and dataset != "mnist":
+        raise InputError(f"the gan-discriminator variant starts from the bundled MNIST generator; this pool is of {dataset}")
     if gan_relabel_every and not gan_minutes:
         raise InputError("--gan-relabel-every relabels the conditional variant's GANs: it needs --gan-minutes")
     distributed.join(resolve_device(device))  # under torchrun: each process takes its share of the cells
@@ -206,7 +211,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
                                              device, log, gan_relabel_every)
     if min_realism:
         sources["filtered"] = Filtered(load_synthetic(synthetic).images, train_set, min_realism)
-    settings = {name: source.settings() for name, source in sources.items()}
+    learners = {"gan-discriminator": Discriminator(discriminator_steps, device)} if discriminator_steps else {}
+    settings = {name: variant.settings() for name, variant in {**sources, **learners}.items()}
     if "conditional" in sources:  # before --overwrite discards any row
         sources["conditional"].check_cache(sweep.sizes, sweep.seeds)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,7 +227,7 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
         raise InputError(problem)
     try:
         rows = sweeps.run(sweep, Path(synthetic), train_set, test, out, dataset, on_row, overwrite, device, sources,
-                          settings, jobs)
+                          settings, jobs, learners)
         table = report.summarise(rows)
         text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test), settings))
         if main:

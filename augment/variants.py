@@ -10,13 +10,15 @@ from pathlib import Path
 import torch
 
 from augment import trainer
-from augment.checkpoint import load_generator
+from augment.checkpoint import BUNDLED, load_generator
 from augment.pipeline import draw_to_mix
 from augment.quality import embed, real_manifold, realism
+from augment.semi_supervised import BATCH, LR, LR_G, fit_discriminator
 from classifier import checkpoint as classifier_checkpoint
 from classifier.model import DigitCNN
 from data import mnist
 from data.errors import InputError
+from data.files import sha256_of
 from data.mnist import Digits
 
 REAL_IMAGES = 10_000  # unlabelled train images whose features span the real manifold
@@ -107,3 +109,19 @@ class Filtered:
         manifold = real_manifold(features, torch.from_numpy(predicted))
         keep = realism(manifold, embed(labeller, self.pool)[0]) >= self.min_realism
         return self.pool[torch.from_numpy(keep)], None
+
+
+class Discriminator:
+    """Per (size, seed): a classifier that is a semi-supervised GAN's discriminator, trained `steps` steps on the
+    labelled subset and the other train images without labels, its generator starting from the bundled one
+    (which learnt from the train images without their labels)."""
+
+    def __init__(self, steps: int, device: str):
+        self.steps, self.device = steps, device
+        self.generator, _ = load_generator(BUNDLED)
+
+    def settings(self) -> dict:
+        return {"steps": self.steps, "batch": BATCH, "lr": LR, "lr_g": LR_G, "generator_sha256": sha256_of(BUNDLED)}
+
+    def __call__(self, size: int, seed: int, real: Digits, unlabelled: torch.Tensor) -> tuple[DigitCNN, int]:
+        return fit_discriminator(real, unlabelled, self.generator, self.steps, seed, self.device), self.steps

@@ -37,6 +37,9 @@ VARIANTS = {
     "pseudo-real": "real + the other real train images, without their labels, labelled by the labeller",
     "self-training": "real + the other real train images with classical augmentation, relabelled by the last "
                      "classifier and retrained, K rounds in all (the standard semi-supervised baseline)",
+    "gan-discriminator": "not a DigitCNN trained on a mix: the discriminator of a semi-supervised GAN (Salimans et al. "
+                         "2016), trained on the labelled subset with classical augmentation and the other train images "
+                         "without labels, for its own number of steps",
 }
 COLUMNS = ["size", "variant", "ratio", "seed", "accuracy", "errors", "n_real", "n_extra", "steps", "seconds"]
 
@@ -75,20 +78,32 @@ QUICK = Sweep(sizes=(100, 1000), ratios=(1.0,), seeds=(0, 1), min_steps=300)
 
 
 def read_rows(folder: Path, identity: dict) -> pd.DataFrame:
-    """Rows already done in folder, after checking they belong to this very sweep."""
-    saved = folder / "sweep.json"
+    """Rows already done in folder, after checking they belong to this very sweep. Its extra variants may be
+    added or left out (rows are keyed by variant too), but none may change its settings."""
+    saved, identity = folder / "sweep.json", json.loads(json.dumps(identity))  # tuples come back as lists
+    before = None
     if saved.is_file():
         try:
-            same = json.loads(saved.read_text()) == json.loads(json.dumps(identity))  # tuples come back as lists
-        except ValueError:
-            same = False
-        if not same:
-            raise InputError(f"{folder} holds another sweep (see its sweep.json): choose another --out or pass --overwrite")
+            before = json.loads(saved.read_text())
+            identity = _extended(before, identity)
+        except (ValueError, AttributeError):
+            raise InputError(f"{folder} holds another sweep (see its sweep.json): choose another --out or pass "
+                             f"--overwrite") from None
     rows = _good_rows(folder / "rows.csv")  # a folder refused here is left as it was
-    if not saved.is_file():
+    if identity != before:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(saved, lambda tmp: tmp.write_text(json.dumps(identity, indent=2) + "\n"))
     return rows
+
+
+def _extended(before: dict, identity: dict) -> dict:
+    """identity plus the variants only `before` had; ValueError if they differ in anything else."""
+    old, new = before.get("sources", {}), identity.get("sources", {})
+    if ({k: v for k, v in before.items() if k != "sources"} != {k: v for k, v in identity.items() if k != "sources"}
+            or any(new.get(name, settings) != settings for name, settings in old.items())):
+        raise ValueError("another sweep")
+    sources = {**old, **new}
+    return {**identity, **({"sources": sources} if sources else {})}
 
 
 def _good_rows(csv: Path) -> pd.DataFrame:
@@ -142,13 +157,17 @@ class _Cell:
         config = self.sweep.config(self.size, augment, self.seed)
         start = time.perf_counter()
         model, _ = fit(data, config, device=self.device, progress=False)
-        if self.key(variant, ratio) not in self.done:
-            accuracy = evaluate(model, self.test)
-            self.record({"size": self.size, "variant": variant, "ratio": float(ratio), "seed": self.seed,
-                         "accuracy": accuracy, "errors": round((1 - accuracy) * len(self.test)),
-                         "n_real": len(self.real), "n_extra": len(data) - len(self.real), "steps": config.steps,
-                         "seconds": round(time.perf_counter() - start, 1)})
+        self.tested(variant, ratio, model, len(data) - len(self.real), config.steps, start)
         return model
+
+    def tested(self, variant: str, ratio: float, model, n_extra: int, steps: int, start: float) -> None:
+        """Record the row of a trained classifier (tested on real test), unless it is done."""
+        if self.key(variant, ratio) in self.done:
+            return
+        accuracy = evaluate(model, self.test)
+        self.record({"size": self.size, "variant": variant, "ratio": float(ratio), "seed": self.seed,
+                     "accuracy": accuracy, "errors": round((1 - accuracy) * len(self.test)), "n_real": len(self.real),
+                     "n_extra": n_extra, "steps": steps, "seconds": round(time.perf_counter() - start, 1)})
 
     def mixed(self, images: torch.Tensor, labeller: DigitCNN, ratio: float, source: str,
               labels: torch.Tensor | None = None) -> Digits:
@@ -158,9 +177,10 @@ class _Cell:
                    min_confidence=self.sweep.min_confidence,
                    source=f"{source} (labeller of {self.size:,} real images, seed {self.seed})")
 
-    def run(self, sources: dict) -> None:
-        """real; classical, whose classifier labels everything mixed in; then, per source of extra images and
-        ratio, the mix with and without classical augmentation; pseudo-real; self-training."""
+    def run(self, sources: dict, learners: dict) -> None:
+        """real; classical, whose classifier labels everything mixed in; the learners' classifiers; then, per
+        source of extra images and ratio, the mix with and without classical augmentation; pseudo-real;
+        self-training."""
         sweep, ratios = self.sweep, self.sweep.ratios
         has_pseudo = len(self.unlabelled) > 0
         later = [self.key(v, r) for r in ratios for name in sources for v in (name, f"{name}+classical")]
@@ -168,6 +188,12 @@ class _Cell:
         later += [self.key("self-training", r) for r in ratios if sweep.relabel_rounds and has_pseudo]
         self.row("real", 0, self.real, "none")
         labeller = self.row("classical", 0, self.real, "classical", needed=any(k not in self.done for k in later))
+        for name, learn in learners.items():
+            if has_pseudo and self.key(name, 0) not in self.done:
+                start = time.perf_counter()
+                with distributed.alone():
+                    model, steps = learn(self.size, self.seed, self.real, self.unlabelled)
+                self.tested(name, 0, model, len(self.unlabelled), steps, start)
         if labeller is None:
             return
         for name, source in sources.items():
@@ -194,10 +220,12 @@ class _Cell:
 
 def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path, dataset: str,
         on_row=lambda row: None, overwrite: bool = False, device: str = "cpu", sources: dict | None = None,
-        settings: dict | None = None, jobs: int = 1) -> pd.DataFrame:
+        settings: dict | None = None, jobs: int = 1, learners: dict | None = None) -> pd.DataFrame:
     """Run every row of the sweep not yet in folder/rows.csv (overwrite: discard them first, once every
     input has been checked); returns all rows. sources: more extra images than the pool's, by name: each
-    (size, seed, labeller) -> (images, the classes asked for or None); settings: what they depend on.
+    (size, seed, labeller) -> (images, the classes asked for or None); learners: classifiers other than a DigitCNN
+    trained on a mix, by name: each (size, seed, labelled subset, unlabelled images) -> (classifier, its
+    steps); settings: what sources and learners depend on.
     jobs: (size, seed) cells trained at once, each in its own process, whose rows this one appends. Under
     torchrun, process r of W takes every W-th cell, and all append to the one rows.csv, under a lock."""
     sweep.check(len(train))
@@ -225,7 +253,7 @@ def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path
         on_row(row)
 
     cells = [(size, seed) for size in sweep.sizes for seed in sweep.seeds][rank::world]
-    shared = (sweep, train, test, pool, frozenset(done), device, sources or {})
+    shared = (sweep, train, test, pool, frozenset(done), device, sources or {}, learners or {})
     if jobs == 1:
         for cell in cells:
             _run_cell(*shared, *cell, record)
@@ -242,7 +270,7 @@ def _append(csv: Path, row: dict) -> None:
         pd.DataFrame([row], columns=COLUMNS).to_csv(f, header=os.fstat(f.fileno()).st_size == 0, index=False)
 
 
-def _run_cell(sweep, train, test, pool, done, device, sources, size, seed, record) -> int:
+def _run_cell(sweep, train, test, pool, done, device, sources, learners, size, seed, record) -> int:
     """One (size, seed) cell's missing rows; returns how many it recorded."""
     recorded = []
 
@@ -250,7 +278,7 @@ def _run_cell(sweep, train, test, pool, done, device, sources, size, seed, recor
         recorded.append(row)
         record(row)
     _Cell(sweep, size, seed, train, test, pool, set(done), counted, device).run(
-        {"synthetic": lambda *_: (pool, None), **sources})
+        {"synthetic": lambda *_: (pool, None), **sources}, learners)
     return len(recorded)
 
 

@@ -65,6 +65,9 @@ def _sources(settings: dict) -> list[str]:
     if "filtered" in settings:
         lines.append(f"- Filtered: the pool's samples with realism >= {settings['filtered']['min_realism']:g} in the "
                      f"labeller's features, against {settings['filtered']['real_images']:,} unlabelled train images.")
+    if "gan-discriminator" in settings:
+        lines.append(f"- gan-discriminator: per size and seed, {settings['gan-discriminator']['steps']:,} steps of batch "
+                     f"{settings['gan-discriminator']['batch']} x 3 (labelled, unlabelled, generated), not the size's budget.")
     return lines
 
 

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +34,8 @@ def test_sweep_writes_every_row_and_resumes_only_what_is_missing(tmp_path, small
     folder = tmp_path / "bench"
     rows = benchmark.run(TINY, pool, train, test, folder, "mnist")
     per_cell = 2 + 4 * len(TINY.ratios)  # real, classical; synthetic, +classical, pseudo-real, self-training per ratio
-    gan_sources = {"conditional", "conditional+classical", "filtered", "filtered+classical"}  # need the augment side
+    gan_sources = {"conditional", "conditional+classical", "filtered", "filtered+classical",
+                   "gan-discriminator"}  # need the augment side
     assert len(rows) == per_cell * len(TINY.seeds) and set(rows.variant) == set(benchmark.VARIANTS) - gan_sources
     assert (rows.steps == TINY.config(30, "none", 0).steps).all()  # one budget for the whole size
     assert (rows[rows.variant == "synthetic"].n_extra == 30 * rows[rows.variant == "synthetic"].ratio).all()
@@ -149,6 +151,10 @@ def test_benchmark_cli_reports_table_and_plot(tmp_path, train, test_digits):
     assert "| 20 | synthetic | 1 |" in result.output and "gain over real-only" in result.output
     for name in ("rows.csv", "summary.csv", "report.md", "accuracy.png"):
         assert (tmp_path / "bench" / name).is_file()
+    more = runner.invoke(app, [str(a) for a in args] + ["--discriminator-steps", "3"])  # the same sweep, one more variant
+    assert more.exit_code == 0, more.output
+    assert "| 20 | gan-discriminator | 0 |" in more.output and "3 steps of batch 100 x 3" in more.output
+    assert "| 20 | synthetic | 1 |" in more.output and more.output.count("gan-discriminator    ratio 0") == 2
     bad = runner.invoke(app, [str(a) for a in args[:3]] + ["--quick", "--sizes", "10"])
     assert bad.exit_code == 2 and "--quick fixes" in bad.output
 
@@ -185,6 +191,33 @@ def test_a_source_with_asked_classes_keeps_what_the_labeller_agrees_with(tmp_pat
     with pytest.raises(InputError, match="holds another sweep"):  # the sources' settings are part of its identity
         benchmark.run(one, pool, train, test, tmp_path / "bench", "mnist", sources={"conditional": conditional},
                       settings={"conditional": {"gan_minutes": 2}})
+
+
+def test_a_sweep_extended_by_a_learner_keeps_its_rows_and_records_the_learners_classifier(tmp_path, small):
+    from classifier.train import TrainConfig, evaluate, fit
+
+    train, test, pool_digits = small
+    pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
+    one = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), min_confidence=0.0, epochs=1, min_steps=5, val_size=100)
+    folder = tmp_path / "bench"
+    first = benchmark.run(one, pool, train, test, folder, "mnist")
+    seen, models = [], []
+
+    def learner(size, seed, real, unlabelled):  # a stand-in: a classifier trained on the subset alone
+        seen.append((size, seed, len(real), len(unlabelled)))
+        models.append(fit(real, TrainConfig(epochs=1, min_steps=7, seed=seed), progress=False)[0])
+        return models[-1], 7
+    rows = benchmark.run(one, pool, train, test, folder, "mnist", learners={"gan-discriminator": learner},
+                         settings={"gan-discriminator": {"steps": 7}})
+    assert seen == [(20, 0, 20, 380)]  # the other 380 images of the training pool, without labels
+    new = rows[rows.variant == "gan-discriminator"].iloc[0]
+    assert len(rows) == len(first) + 1 and (new.ratio, new.n_extra, new.steps) == (0, 380, 7)
+    assert new.accuracy == pytest.approx(evaluate(models[0], test))  # the learner's own classifier, tested
+    assert json.loads((folder / "sweep.json").read_text())["sources"] == {"gan-discriminator": {"steps": 7}}
+    benchmark.run(one, pool, train, test, folder, "mnist")  # left out again: its rows and settings stay
+    with pytest.raises(InputError, match="holds another sweep"):  # but its settings may not change
+        benchmark.run(one, pool, train, test, folder, "mnist", learners={"gan-discriminator": learner},
+                      settings={"gan-discriminator": {"steps": 8}})
 
 
 def test_mix_with_labels_and_a_labeller_keeps_only_agreement(small):
