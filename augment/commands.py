@@ -183,8 +183,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
         raise InputError(f"min-realism must be in 0..100 (0 leaves the variant out), got {min_realism}")
     if not 0 <= gan_relabel_every <= 100_000:
         raise InputError(f"gan-relabel-every must be in 0..100,000 epochs, got {gan_relabel_every}")
-    if not 0 <= discriminator_steps <= 1_000_000:
-        raise InputError(f"discriminator-steps must be in 0..1,000,000 (0 leaves the variant out), got {discriminator_steps}")
+    if discriminator_steps and not 100 <= discriminator_steps <= 1_000_000:
+        raise InputError(f"discriminator-steps must be in 100..1,000,000 (0 leaves the variant out), got {discriminator_steps}")
     if discriminator_steps and dataset != "mnist":
         raise InputError(f"the gan-discriminator variant starts from the bundled MNIST generator; this pool is of {dataset}")
     if gan_relabel_every and not gan_minutes:
@@ -229,7 +229,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
         rows = sweeps.run(sweep, Path(synthetic), train_set, test, out, dataset, on_row, overwrite, device, sources,
                           settings, jobs, learners)
         table = report.summarise(rows)
-        text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test), settings))
+        every = json.loads((out / "sweep.json").read_text()).get("sources")  # with variants an earlier run added
+        text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test), every))
         if main:
             write_atomic(out / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
             write_atomic(out / "report.md", lambda tmp: tmp.write_text(text))

@@ -19,7 +19,15 @@ from data.mnist import Digits
 from data.pixels import to_model
 
 BATCH = 100  # labelled, unlabelled and generated images each, per step
-LR, LR_G = 2e-3, 2e-4  # Adam (beta1 0.5) for the discriminator (one-cycle) and the generator
+LR, LR_G = 2e-3, 2e-4  # Adam: the discriminator's on a one-cycle schedule (it cycles beta1 too), the generator's beta1 0.5
+
+
+def discriminator_loss(labelled: torch.Tensor, labels: torch.Tensor, unlabelled: torch.Tensor,
+                       generated: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the labelled logits, plus -log P(real) of unlabelled real images and -log P(fake) of
+    generated ones, halved, where P(real) = Z / (Z + 1) and Z is the sum of exp(logits) over the digits."""
+    z_unl, z_gen = unlabelled.logsumexp(1), generated.logsumexp(1)
+    return F.cross_entropy(labelled, labels) + 0.5 * (F.softplus(-z_unl).mean() + F.softplus(z_gen).mean())
 
 
 def fit_discriminator(real: Digits, unlabelled: torch.Tensor, generator, steps: int, seed: int,
@@ -32,7 +40,7 @@ def fit_discriminator(real: Digits, unlabelled: torch.Tensor, generator, steps: 
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
     d, g = DigitCNN().to(dev), copy.deepcopy(generator).to(dev).train()
-    opt_d = torch.optim.Adam(d.parameters(), LR, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), LR)
     opt_g = torch.optim.Adam(g.parameters(), LR_G, betas=(0.5, 0.999))
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt_d, max_lr=LR, total_steps=steps, pct_start=0.1)
 
@@ -51,9 +59,7 @@ def fit_discriminator(real: Digits, unlabelled: torch.Tensor, generator, steps: 
         with autocast(dev):  # one forward for all three: BatchNorm normalises them together
             logits = d(torch.cat([labelled.to(dev), to_model(pick(unlabelled)).to(dev), fake])).float()
         lab, unl, gen = logits.split(BATCH)
-        z_unl, z_gen = unl.logsumexp(1), gen.logsumexp(1)  # P(real) = sigmoid(logsumexp of the digit logits)
-        loss_d = (F.cross_entropy(lab, real.labels[idx].to(dev))
-                  + 0.5 * (F.softplus(-z_unl).mean() + F.softplus(z_gen).mean()))
+        loss_d = discriminator_loss(lab, real.labels[idx].to(dev), unl, gen)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -64,6 +70,6 @@ def fit_discriminator(real: Digits, unlabelled: torch.Tensor, generator, steps: 
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        if step % 100 == 0 and not (math.isfinite(loss_d.item()) and math.isfinite(loss_g.item())):
-            raise InputError(f"the semi-supervised GAN diverged at step {step}")
+        if (step % 100 == 0 or step == steps) and not (math.isfinite(loss_d.item()) and math.isfinite(loss_g.item())):
+            raise InputError(f"the semi-supervised GAN's training diverged at step {step}")
     return d.eval()

@@ -151,10 +151,12 @@ def test_benchmark_cli_reports_table_and_plot(tmp_path, train, test_digits):
     assert "| 20 | synthetic | 1 |" in result.output and "gain over real-only" in result.output
     for name in ("rows.csv", "summary.csv", "report.md", "accuracy.png"):
         assert (tmp_path / "bench" / name).is_file()
-    more = runner.invoke(app, [str(a) for a in args] + ["--discriminator-steps", "3"])  # the same sweep, one more variant
+    more = runner.invoke(app, [str(a) for a in args] + ["--discriminator-steps", "100"])  # the same sweep, one more variant
     assert more.exit_code == 0, more.output
-    assert "| 20 | gan-discriminator | 0 |" in more.output and "3 steps of batch 100 x 3" in more.output
+    assert "| 20 | gan-discriminator | 0 |" in more.output and "100 steps of batch 100 x 3" in more.output
     assert "| 20 | synthetic | 1 |" in more.output and more.output.count("gan-discriminator    ratio 0") == 2
+    again = runner.invoke(app, [str(a) for a in args])  # left out: its rows and their description stay in the report
+    assert again.exit_code == 0 and "| 20 | gan-discriminator | 0 |" in again.output and "100 steps of batch" in again.output
     bad = runner.invoke(app, [str(a) for a in args[:3]] + ["--quick", "--sizes", "10"])
     assert bad.exit_code == 2 and "--quick fixes" in bad.output
 

@@ -73,7 +73,7 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["train", "--relabel-every", "-1"], "relabel-every must be in 0..100,000 epochs"),
     (["benchmark", "--gan-relabel-every", "2"], "needs --gan-minutes"),
     (["benchmark", "--gan-minutes", "-1"], "gan-minutes must be in 0..10,000 (0 leaves the variant out), got -1"),
-    (["benchmark", "--discriminator-steps", "-1"], "discriminator-steps must be in 0..1,000,000 (0 leaves the variant out)"),
+    (["benchmark", "--discriminator-steps", "10"], "discriminator-steps must be in 100..1,000,000 (0 leaves the variant out)"),
     (["train", "--min-confidence", "0.5", "--conditional", "--n-real", "100"], "--min-confidence is the threshold of"),
     (["generate", "--out", "."], ". is a folder: name a file"),
     (["evaluate", "--labeller", ".", "--no-cas"], ".: a folder, not a checkpoint"),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from augment.checkpoint import BUNDLED, BUNDLED_CONDITIONAL, load_generator
-from augment.semi_supervised import fit_discriminator
+from augment.semi_supervised import discriminator_loss, fit_discriminator
 from classifier.train import evaluate
 from data import mnist
 from data.errors import InputError
@@ -24,3 +24,13 @@ def test_a_conditional_generator_is_refused(train):
     g, _ = load_generator(BUNDLED_CONDITIONAL)
     with pytest.raises(InputError, match="needs an unconditional generator"):
         fit_discriminator(train.subset(torch.arange(10)), train.images[:100], g, 1, seed=0)
+
+
+def test_the_loss_reads_the_logits_as_eleven_classes():
+    zeros = torch.zeros(4, 10)  # Z = 10: P(real) = 10 / 11, and each digit 1 / 10 of it
+    loss = discriminator_loss(zeros, torch.tensor([0, 1, 2, 3]), zeros, zeros)
+    expected = torch.log(torch.tensor(10.0)) + 0.5 * (-torch.log(torch.tensor(10 / 11)) - torch.log(torch.tensor(1 / 11)))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    sure = torch.full((4, 10), -30.0)  # Z -> 0: generated images sure to be fake cost nothing, real ones a lot
+    assert discriminator_loss(zeros, torch.zeros(4, dtype=torch.long), zeros, sure).item() < loss.item()
+    assert discriminator_loss(zeros, torch.zeros(4, dtype=torch.long), sure, zeros).item() > 10
