@@ -123,5 +123,6 @@ class Discriminator:
     def settings(self) -> dict:
         return {"steps": self.steps, "batch": BATCH, "lr": LR, "lr_g": LR_G, "generator_sha256": sha256_of(BUNDLED)}
 
-    def __call__(self, size: int, seed: int, real: Digits, unlabelled: torch.Tensor) -> tuple[DigitCNN, int]:
-        return fit_discriminator(real, unlabelled, self.generator, self.steps, seed, self.device), self.steps
+    def __call__(self, size: int, seed: int, real: Digits, unlabelled: torch.Tensor) -> tuple[DigitCNN, int, int]:
+        model = fit_discriminator(real, unlabelled, self.generator, self.steps, seed, self.device)
+        return model, self.steps, len(unlabelled)

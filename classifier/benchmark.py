@@ -40,6 +40,8 @@ VARIANTS = {
     "gan-discriminator": "not a DigitCNN trained on a mix: the discriminator of a semi-supervised GAN (Salimans et al. "
                          "2016), trained on the labelled subset with classical augmentation and the other train images "
                          "without labels, for its own number of steps",
+    "classical-matched": "real + classical augmentation, as classical, but for the gan-discriminator's number of "
+                         "steps: the control that tells what its GAN adds from what its longer training adds",
 }
 COLUMNS = ["size", "variant", "ratio", "seed", "accuracy", "errors", "n_real", "n_extra", "steps", "seconds"]
 
@@ -72,6 +74,20 @@ class Sweep:
         """The size's real-only budget (epochs over the real subset, at least min_steps), fixed in steps."""
         steps = TrainConfig(epochs=self.epochs, min_steps=self.min_steps).total_steps(size)
         return TrainConfig(epochs=self.epochs, min_steps=self.min_steps, augment=augment, seed=seed, steps=steps)
+
+
+class Matched:
+    """The classical row again, for `steps` steps instead of the size's budget (a learner)."""
+
+    def __init__(self, steps: int, device: str):
+        self.steps, self.device = steps, device
+
+    def settings(self) -> dict:
+        return {"steps": self.steps}
+
+    def __call__(self, size: int, seed: int, real: Digits, unlabelled: torch.Tensor) -> tuple[DigitCNN, int, int]:
+        config = TrainConfig(steps=self.steps, augment="classical", seed=seed)
+        return fit(real, config, device=self.device, progress=False)[0], self.steps, 0
 
 
 QUICK = Sweep(sizes=(100, 1000), ratios=(1.0,), seeds=(0, 1), min_steps=300)
@@ -192,8 +208,8 @@ class _Cell:
             if has_pseudo and self.key(name, 0) not in self.done:
                 start = time.perf_counter()
                 with distributed.alone():
-                    model, steps = learn(self.size, self.seed, self.real, self.unlabelled)
-                self.tested(name, 0, model, len(self.unlabelled), steps, start)
+                    model, steps, extra = learn(self.size, self.seed, self.real, self.unlabelled)
+                self.tested(name, 0, model, extra, steps, start)
         if labeller is None:
             return
         for name, source in sources.items():
@@ -225,7 +241,7 @@ def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path
     input has been checked); returns all rows. sources: more extra images than the pool's, by name: each
     (size, seed, labeller) -> (images, the classes asked for or None); learners: classifiers other than a DigitCNN
     trained on a mix, by name: each (size, seed, labelled subset, unlabelled images) -> (classifier, its
-    steps); settings: what sources and learners depend on.
+    steps, how many unlabelled images it used); settings: what sources and learners depend on.
     jobs: (size, seed) cells trained at once, each in its own process, whose rows this one appends. Under
     torchrun, process r of W takes every W-th cell, and all append to the one rows.csv, under a lock."""
     sweep.check(len(train))

@@ -67,7 +67,8 @@ def _sources(settings: dict) -> list[str]:
                      f"labeller's features, against {settings['filtered']['real_images']:,} unlabelled train images.")
     if "gan-discriminator" in settings:
         lines.append(f"- gan-discriminator: per size and seed, {settings['gan-discriminator']['steps']:,} steps of batch "
-                     f"{settings['gan-discriminator']['batch']} x 3 (labelled, unlabelled, generated), not the size's budget.")
+                     f"{settings['gan-discriminator']['batch']} x 3 (labelled, unlabelled, generated), not the size's budget; "
+                     f"classical-matched is the classical row for as many steps.")
     return lines
 
 

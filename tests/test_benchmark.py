@@ -35,7 +35,7 @@ def test_sweep_writes_every_row_and_resumes_only_what_is_missing(tmp_path, small
     rows = benchmark.run(TINY, pool, train, test, folder, "mnist")
     per_cell = 2 + 4 * len(TINY.ratios)  # real, classical; synthetic, +classical, pseudo-real, self-training per ratio
     gan_sources = {"conditional", "conditional+classical", "filtered", "filtered+classical",
-                   "gan-discriminator"}  # need the augment side
+                   "gan-discriminator", "classical-matched"}  # need the augment side
     assert len(rows) == per_cell * len(TINY.seeds) and set(rows.variant) == set(benchmark.VARIANTS) - gan_sources
     assert (rows.steps == TINY.config(30, "none", 0).steps).all()  # one budget for the whole size
     assert (rows[rows.variant == "synthetic"].n_extra == 30 * rows[rows.variant == "synthetic"].ratio).all()
@@ -154,6 +154,8 @@ def test_benchmark_cli_reports_table_and_plot(tmp_path, train, test_digits):
     more = runner.invoke(app, [str(a) for a in args] + ["--discriminator-steps", "100"])  # the same sweep, one more variant
     assert more.exit_code == 0, more.output
     assert "| 20 | gan-discriminator | 0 |" in more.output and "100 steps of batch 100 x 3" in more.output
+    matched = pd.read_csv(tmp_path / "bench" / "rows.csv").query("variant == 'classical-matched'")
+    assert list(matched.steps) == [100, 100] and list(matched.n_extra) == [0, 0]
     assert "| 20 | synthetic | 1 |" in more.output and more.output.count("gan-discriminator    ratio 0") == 2
     again = runner.invoke(app, [str(a) for a in args])  # left out: its rows and their description stay in the report
     assert again.exit_code == 0 and "| 20 | gan-discriminator | 0 |" in again.output and "100 steps of batch" in again.output
@@ -208,7 +210,7 @@ def test_a_sweep_extended_by_a_learner_keeps_its_rows_and_records_the_learners_c
     def learner(size, seed, real, unlabelled):  # a stand-in: a classifier trained on the subset alone
         seen.append((size, seed, len(real), len(unlabelled)))
         models.append(fit(real, TrainConfig(epochs=1, min_steps=7, seed=seed), progress=False)[0])
-        return models[-1], 7
+        return models[-1], 7, len(unlabelled)
     rows = benchmark.run(one, pool, train, test, folder, "mnist", learners={"gan-discriminator": learner},
                          settings={"gan-discriminator": {"steps": 7}})
     assert seen == [(20, 0, 20, 380)]  # the other 380 images of the training pool, without labels
