@@ -212,7 +212,7 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     if min_realism:
         sources["filtered"] = Filtered(load_synthetic(synthetic).images, train_set, min_realism)
     learners = {"gan-discriminator": Discriminator(discriminator_steps, device),
-                "classical-matched": sweeps.Matched(discriminator_steps, device)} if discriminator_steps else {}
+                "classical-matched": sweeps.Matched(sweep, discriminator_steps, device)} if discriminator_steps else {}
     settings = {name: variant.settings() for name, variant in {**sources, **learners}.items()}
     if "conditional" in sources:  # before --overwrite discards any row
         sources["conditional"].check_cache(sweep.sizes, sweep.seeds)

@@ -9,7 +9,7 @@ import json
 import os
 import queue
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -79,14 +79,14 @@ class Sweep:
 class Matched:
     """The classical row again, for `steps` steps instead of the size's budget (a learner)."""
 
-    def __init__(self, steps: int, device: str):
-        self.steps, self.device = steps, device
+    def __init__(self, sweep: Sweep, steps: int, device: str):
+        self.sweep, self.steps, self.device = sweep, steps, device
 
     def settings(self) -> dict:
         return {"steps": self.steps}
 
     def __call__(self, size: int, seed: int, real: Digits, unlabelled: torch.Tensor) -> tuple[DigitCNN, int, int]:
-        config = TrainConfig(steps=self.steps, augment="classical", seed=seed)
+        config = replace(self.sweep.config(size, "classical", seed), steps=self.steps)
         return fit(real, config, device=self.device, progress=False)[0], self.steps, 0
 
 
