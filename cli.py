@@ -89,11 +89,39 @@ def classify(
     r = run(n_real=n_real, synthetic=synthetic, ratio=ratio, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
             min_steps=min_steps, val_size=val_size, seed=seed, dataset=dataset, out=out, overwrite=overwrite,
             data_dir=data_dir, device=device, log=typer.echo)
+    _trained(r, f"{r.history[-1]['epoch']} epochs, ")
+
+
+@app.command("semi-supervised")
+def semi_supervised(
+    n_real: int = typer.Option(100, help="Class-balanced real labelled images; the rest of the training pool is used "
+                               "without labels."),
+    steps: int = typer.Option(3000, help="Training steps (100..1,000,000), each of 100 labelled, 100 unlabelled and 100 "
+                              "generated images."),
+    generator: Optional[Path] = typer.Option(None, help="Unconditional generator.pt the GAN's generator starts from.",
+                                             show_default="the bundled one"),
+    seed: int = typer.Option(0, help="Seed for the labelled subset, the draws and the weights."),
+    val_size: int = typer.Option(5000, help="Fixed validation split carved from train, never trained on."),
+    out: Path = typer.Option(Path("runs/semi-supervised.pt"), help="Classifier checkpoint to write (a .json beside it)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    data_dir: Optional[Path] = DataDir,
+    device: str = Device,
+):
+    """Train a classifier from few labels as a semi-supervised GAN's discriminator (the benchmark's gan-discriminator)."""
+    from augment import semi_supervised as run
+
+    r = run(n_real=n_real, steps=steps, generator=generator, seed=seed, val_size=val_size, out=out, overwrite=overwrite,
+            data_dir=data_dir, device=device, log=typer.echo)
+    _trained(r, "")
+
+
+def _trained(r, epochs: str) -> None:
+    """What classify and semi-supervised print of the classifier they trained and saved."""
     last = r.history[-1]
     val = f", validation {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""
     typer.echo(f"test accuracy {r.accuracy:.4f} ({r.errors} errors in {r.test_size:,}){val}")
     typer.echo("per digit: " + "  ".join(f"{c}: {a:.1%}" for c, a in enumerate(r.per_class)))
-    typer.echo(f"{last['epoch']} epochs, {last['step']:,} steps in {last['seconds']:.0f} s, {last['images_per_s']:,.0f} images/s")
+    typer.echo(f"{epochs}{last['step']:,} steps in {last['seconds']:.0f} s, {last['images_per_s']:,.0f} images/s")
     typer.echo(f"saved {r.path} (sha256 {r.sha256[:16]}...)")
 
 

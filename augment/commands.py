@@ -3,20 +3,24 @@ notebook calls. `log` receives the lines a user should see before long work (def
 
 import json
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from augment import trainer
 from augment.checkpoint import BUNDLED, BUNDLED_CONDITIONAL, load_generator
 from augment.pipeline import GenerateConfig, Report, draw
 from augment.pipeline import generate as run_pipeline
 from augment.quality import Quality, measure
+from augment.semi_supervised import BATCH, LR, LR_G, fit_discriminator
 from augment.variants import Conditional, Discriminator, Filtered
 from classifier import benchmark as sweeps
 from classifier import checkpoint as classifier_checkpoint
 from classifier import report
+from classifier.commands import Classified, check_out, tested
 from classifier.train import TrainConfig, evaluate as accuracy, predict_proba
 from data import distributed, mnist
 from data.errors import InputError, check_folder_of, prepare_output
@@ -75,6 +79,46 @@ def generate(generator: str | Path | None = None, labeller: str | Path | None = 
     generator = generator or (BUNDLED_CONDITIONAL if balance or digit is not None else BUNDLED)
     return run_pipeline(Path(generator), Path(labeller or classifier_checkpoint.REFERENCE), out, config,
                         overwrite, progress, Path(agree) if agree else None, data_dir, device, merge)
+
+
+def semi_supervised(n_real: int = 100, steps: int = 3000, generator: str | Path | None = None, seed: int = 0,
+                    val_size: int = mnist.VAL_SIZE, out: str | Path = "runs/semi-supervised.pt", overwrite: bool = False,
+                    data_dir: str | Path | None = None, device: str = "auto", progress: bool = True,
+                    log=print) -> Classified:
+    """The benchmark's gan-discriminator row as a command: a classifier trained as the discriminator of a
+    semi-supervised GAN on n_real labelled train images and the rest of the training pool without labels
+    (validation held out), its generator starting from `generator` (default: the bundled one); tested on
+    real test and saved like `classify`'s, so that it can label `generate`'s samples."""
+    out = Path(out)
+    if not 100 <= steps <= 1_000_000:
+        raise InputError(f"steps must be in 100..1,000,000, got {steps}")
+    check_seed(seed)
+    check_out(out, overwrite)
+    generator = Path(generator or BUNDLED)
+    g, payload = load_generator(generator)
+    if g.spec.conditional:
+        raise InputError(f"{generator}: conditional; the semi-supervised GAN needs an unconditional generator")
+    dataset = payload["info"]["run"]["dataset"]
+    train_set, test = mnist.load("train", dataset, data_dir), mnist.load("test", dataset, data_dir)
+    pool, val = mnist.validation_split(train_set.labels, val_size)
+    labelled = mnist.labelled_subset(train_set.labels, n_real, seed, val_size)
+    unlabelled = pool[~torch.isin(pool, labelled)]
+    if not len(unlabelled):
+        raise InputError(f"--n-real {n_real:,} labels the whole training pool: nothing is left to learn from unlabelled")
+    threads = use_all_cores()
+    log(f"training a semi-supervised GAN's discriminator on {len(labelled):,} labelled + {len(unlabelled):,} "
+        f"unlabelled {dataset} images, its generator from {generator}: {steps:,} steps of {BATCH} + {BATCH} + "
+        f"{BATCH} (validation: {len(val):,}, {threads} threads)")
+    start = time.perf_counter()
+    model = fit_discriminator(train_set.subset(labelled), train_set.images[unlabelled], g, steps, seed, device, progress)
+    seconds = time.perf_counter() - start
+    history = [{"step": steps, "seconds": round(seconds, 1), "images_per_s": round(3 * BATCH * steps / seconds)}]
+    if len(val):
+        history[0]["val_accuracy"] = accuracy(model, train_set.subset(val))
+    run_config = {"method": "semi-supervised GAN discriminator", "steps": steps, "batch": BATCH, "lr": LR,
+                  "lr_g": LR_G, "seed": seed, "dataset": dataset, "n_real": len(labelled), "n_unlabelled": len(unlabelled),
+                  "generator_sha256": sha256_of(generator), "val_size": val_size}
+    return tested(model, test, out, run_config, history, len(labelled), 0, threads)
 
 
 @dataclass(frozen=True)

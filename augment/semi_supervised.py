@@ -10,6 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from classifier.affine import random_affine
 from classifier.model import DigitCNN
@@ -31,7 +32,7 @@ def discriminator_loss(labelled: torch.Tensor, labels: torch.Tensor, unlabelled:
 
 
 def fit_discriminator(real: Digits, unlabelled: torch.Tensor, generator, steps: int, seed: int,
-                      device: str = "cpu") -> DigitCNN:
+                      device: str = "cpu", progress: bool = False) -> DigitCNN:
     """The discriminator (eval mode) after `steps` steps on labelled `real`, uint8 `unlabelled` images and draws
     from a copy of the unconditional `generator`, which is left as it was."""
     if generator.spec.conditional:
@@ -50,7 +51,8 @@ def fit_discriminator(real: Digits, unlabelled: torch.Tensor, generator, steps: 
     def noise() -> torch.Tensor:
         return torch.randn(BATCH, g.spec.nz, generator=rng).to(dev)
 
-    for step in range(1, steps + 1):
+    for step in tqdm(range(1, steps + 1), desc="semi-supervised", unit="step", disable=None if progress else True,
+                     leave=False):
         idx = torch.randint(len(real), (BATCH,), generator=rng)
         labelled = random_affine(to_model(real.images[idx]), rng)
         with torch.no_grad(), autocast(dev):

@@ -32,6 +32,26 @@ class Classified:
         return self.confusion.diagonal() / self.confusion.sum(1)
 
 
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before any training, a checkpoint path that cannot be written or would replace files unasked."""
+    if out.suffix == ".json":
+        raise InputError(f"{out}: a checkpoint's .json is its sidecar: name the checkpoint .pt")
+    prepare_output(out, overwrite)
+    refuse_existing(out.with_suffix(".json"), overwrite)  # the sidecar written beside it
+
+
+def tested(model, test: mnist.Digits, out: Path, run_config: dict, history: list[dict], n_real: int,
+           n_synthetic: int, threads: int) -> Classified:
+    """A trained classifier's real test accuracy and confusion, saved with it in `out` (and its sidecar)."""
+    predicted = predict_proba(model, test.images).argmax(1)
+    confusion = confusion_matrix(test.labels.numpy(), predicted.numpy(), labels=range(10))
+    accuracy = float(confusion.trace() / len(test))
+    digest = checkpoint.save(out, model, run_config, {"test_accuracy": accuracy, "history": history,
+                                                      "confusion": confusion.tolist()})
+    return Classified(out, digest, accuracy, len(test) - int(confusion.trace()), len(test), n_real, n_synthetic,
+                      threads, history, confusion)
+
+
 def classify(n_real: int | None = None, synthetic: str | Path | None = None, ratio: float | None = None,
              augment: str = "none", epochs: int = 12, batch_size: int = 128, lr: float = 3e-3, min_steps: int = 600,
              val_size: int = mnist.VAL_SIZE, seed: int = 0, dataset: str = "mnist",
@@ -41,22 +61,13 @@ def classify(n_real: int | None = None, synthetic: str | Path | None = None, rat
     out = Path(out)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps, augment=augment, seed=seed)
     config.check()
-    if out.suffix == ".json":
-        raise InputError(f"{out}: a checkpoint's .json is its sidecar: name the checkpoint .pt")
-    prepare_output(out, overwrite)
-    refuse_existing(out.with_suffix(".json"), overwrite)  # the sidecar written beside it
+    check_out(out, overwrite)
     threads = use_all_cores()
     mix = mixing.build(mnist.load("train", dataset, data_dir), n_real, seed, synthetic, ratio, val_size)
     test = mnist.load("test", dataset, data_dir)
     log(f"training on {mix.n_real:,} real + {mix.n_synthetic:,} synthetic {dataset} images "
         f"(augment: {augment}, validation: {val_size:,}, {threads} threads)")
     model, history = fit(mix.train, config, mix.val, device=device, progress=progress)
-    predicted = predict_proba(model, test.images).argmax(1)
-    confusion = confusion_matrix(test.labels.numpy(), predicted.numpy(), labels=range(10))
-    accuracy = float(confusion.trace() / len(test))
     run_config = {**asdict(config), "dataset": dataset, "n_real": mix.n_real, "n_synthetic": mix.n_synthetic,
                   "synthetic": str(synthetic) if synthetic else None, "ratio": mix.ratio, "val_size": val_size}
-    digest = checkpoint.save(out, model, run_config, {"test_accuracy": accuracy, "history": history,
-                                                      "confusion": confusion.tolist()})
-    return Classified(out, digest, accuracy, len(test) - int(confusion.trace()), len(test), mix.n_real, mix.n_synthetic,
-                      threads, history, confusion)
+    return tested(model, test, out, run_config, history, mix.n_real, mix.n_synthetic, threads)

@@ -91,6 +91,12 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["train", "--out", "missing/run"], "missing: no such folder"),
     (["benchmark", "--out", ""], "--out '.' names no file or folder of its own"),
     (["interpolate", "--digit-grid", "--digit", "3"], "--digit-grid draws every digit: leave out --digit"),
+    (["semi-supervised", "--steps", "50"], "steps must be in 100..1,000,000, got 50"),
+    (["semi-supervised", "--n-real", "55000"], "labels the whole training pool: nothing is left to learn from unlabelled"),
+    (["semi-supervised", "--out", "afile/s.pt"], "afile is a file"),
+    (["semi-supervised", "--out", "s.json"], "a checkpoint's .json is its sidecar"),
+    (["semi-supervised", "--generator", ROOT / "augment/weights/generator-conditional.pt"],
+     "conditional; the semi-supervised GAN needs an unconditional generator"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, args, expected):
     monkeypatch.chdir(tmp_path)

@@ -1,9 +1,14 @@
+import json
+import re
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from augment.checkpoint import BUNDLED, BUNDLED_CONDITIONAL, load_generator
 from augment.semi_supervised import discriminator_loss, fit_discriminator
 from classifier.train import evaluate
+from cli import app
 from data import mnist
 from data.errors import InputError
 
@@ -34,3 +39,17 @@ def test_the_loss_reads_the_logits_as_eleven_classes():
     sure = torch.full((4, 10), -30.0)  # Z -> 0: generated images sure to be fake cost nothing, real ones a lot
     assert discriminator_loss(zeros, torch.zeros(4, dtype=torch.long), zeros, sure).item() < loss.item()
     assert discriminator_loss(zeros, torch.zeros(4, dtype=torch.long), sure, zeros).item() > 10
+
+
+def test_the_command_trains_tests_and_saves_a_classifier_that_labels(tmp_path):
+    out = tmp_path / "ss.pt"
+    done = CliRunner().invoke(app, ["semi-supervised", "--steps", "100", "--out", str(out), "--device", "cpu"])
+    assert done.exit_code == 0, done.output
+    assert "on 100 labelled + 54,900 unlabelled mnist images" in done.output  # 60,000 less validation and the labels
+    test_accuracy, val_accuracy = map(float, re.search(r"test accuracy ([\d.]+) .*validation ([\d.]+)", done.output).groups())
+    assert test_accuracy > 0.6 and val_accuracy > 0.6  # 100 steps: about 0.9; chance is 0.1
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["metrics"]["test_accuracy"] == test_accuracy and sidecar["config"]["steps"] == 100
+    labelled = CliRunner().invoke(app, ["generate", "--labeller", str(out), "--n", "50", "--min-confidence", "0",
+                                        "--out", str(tmp_path / "s.h5")])
+    assert labelled.exit_code == 0 and "kept 50 of" in labelled.output
