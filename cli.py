@@ -290,7 +290,8 @@ def show(
 def evaluate(
     source: Optional[Path] = typer.Argument(None, help="A generator.pt written by train, or an HDF5 synthetic dataset.",
                                             show_default="the bundled generator"),
-    n: int = typer.Option(10000, help="Samples to draw (generator) or read (HDF5, its first rows)."),
+    n: Optional[int] = typer.Option(None, help="Samples to draw (generator) or read (HDF5, its first rows).",
+                                    show_default="10,000, or all of a smaller file"),
     labeller: Optional[Path] = typer.Option(None, help="Generators: the classifier that labels the samples for CAS "
                                             "(a conditional one's too, instead of the classes asked for).",
                                             show_default="the reference classifier; the classes asked for"),

@@ -27,6 +27,8 @@ from data.errors import InputError, check_folder_of, prepare_output
 from data.files import check_seed, lock_folder, resolve_device, sha256_of, use_all_cores, write_atomic
 from data.synthetic import load_synthetic
 
+EVALUATED = 10_000  # evaluate's samples unless told
+
 
 def train(out: str | Path = "runs/gan", resume: bool = False, epochs: int | None = None,
           max_minutes: float | None = None, device: str = "auto", data_dir: str | Path | None = None,
@@ -94,6 +96,7 @@ def semi_supervised(n_real: int = 100, steps: int = 3000, generator: str | Path 
         raise InputError(f"steps must be in 100..1,000,000, got {steps}")
     check_seed(seed)
     check_out(out, overwrite)
+    named = "the bundled generator" if generator is None else str(generator)
     generator = Path(generator or BUNDLED)
     g, payload = load_generator(generator)
     if g.spec.conditional:
@@ -107,7 +110,7 @@ def semi_supervised(n_real: int = 100, steps: int = 3000, generator: str | Path 
         raise InputError(f"--n-real {n_real:,} labels the whole training pool: nothing is left to learn from unlabelled")
     threads = use_all_cores()
     log(f"training a semi-supervised GAN's discriminator on {len(labelled):,} labelled + {len(unlabelled):,} "
-        f"unlabelled {dataset} images, its generator from {generator}: {steps:,} steps of {BATCH} + {BATCH} + "
+        f"unlabelled {dataset} images, its generator starting from {named}: {steps:,} steps of {BATCH} + {BATCH} + "
         f"{BATCH} (validation: {len(val):,}, {threads} threads)")
     start = time.perf_counter()
     model = fit_discriminator(train_set.subset(labelled), train_set.images[unlabelled], g, steps, seed, device, progress)
@@ -133,13 +136,14 @@ class Evaluation:
         return {"source": str(self.source), "samples": self.samples.as_dict(), "floor": self.floor.as_dict()}
 
 
-def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | Path | None = None, cas: bool = True,
+def evaluate(source: str | Path | None = None, n: int | None = None, labeller: str | Path | None = None, cas: bool = True,
              seed: int = 0, out: str | Path | None = None, overwrite: bool = False, data_dir: str | Path | None = None,
              device: str = "auto", progress: bool = True, log=print) -> Evaluation:
     """FID, KID, precision/recall, label entropy, CAS and label noise of a generator (default: the bundled one)
-    or an HDF5 dataset, beside the same figures for real images."""
+    or an HDF5 dataset, beside the same figures for real images. n: samples drawn, or a file's first rows
+    (default 10,000, or the whole file if it is smaller)."""
     source = Path(source or BUNDLED)
-    if not 10 <= n <= 55_000:
+    if n is not None and not 10 <= n <= 55_000:
         raise InputError(f"n must be in 10..55,000 (precision and recall need neighbours; the floor is as many real "
                          f"train images outside validation), got {n}")
     check_seed(seed)
@@ -161,11 +165,16 @@ def evaluate(source: str | Path | None = None, n: int = 10000, labeller: str | P
     reference = classifier_checkpoint.load_reference().to(dev)
     judge = classifier_checkpoint.load_judge().to(dev)
     if hdf5:
-        data = load_synthetic(source, limit=n)
+        data = load_synthetic(source, limit=n or EVALUATED)
+        rows = len(data.labels)
+        if rows < 10:
+            raise InputError(f"{source} holds {rows} images; evaluate needs at least 10 (precision and recall need neighbours)")
+        if n is not None and rows < n:  # quietly fewer samples would bias FID upwards, out of line with --n
+            raise InputError(f"{source} holds {rows:,} images; --n {n:,} asks for more: pass --n {rows} or fewer")
         images, labels, dataset, how = data.images, data.labels, data.attrs["dataset"], "its pseudo-labels"
     else:
         g, payload = load_generator(source)
-        images, labels = draw(g.to(dev), n, seed)
+        images, labels = draw(g.to(dev), n or EVALUATED, seed)
         dataset, how = payload["info"]["run"]["dataset"], "the classes asked for"
         if labels is None or labeller:
             labels = predict_proba(reference if model is None else model.to(dev), images).argmax(1)
