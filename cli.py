@@ -89,7 +89,7 @@ def classify(
     r = run(n_real=n_real, synthetic=synthetic, ratio=ratio, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
             min_steps=min_steps, val_size=val_size, seed=seed, dataset=dataset, out=out, overwrite=overwrite,
             data_dir=data_dir, device=device, log=typer.echo)
-    _trained(r, f"{r.history[-1]['epoch']} epochs, ")
+    _trained(r)
 
 
 @app.command("semi-supervised")
@@ -112,13 +112,14 @@ def semi_supervised(
 
     r = run(n_real=n_real, steps=steps, generator=generator, seed=seed, val_size=val_size, out=out, overwrite=overwrite,
             data_dir=data_dir, device=device, log=typer.echo)
-    _trained(r, "")
+    _trained(r)
 
 
-def _trained(r, epochs: str) -> None:
+def _trained(r) -> None:
     """What classify and semi-supervised print of the classifier they trained and saved."""
     last = r.history[-1]
     val = f", validation {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""
+    epochs = f"{last['epoch']} epochs, " if "epoch" in last else ""
     typer.echo(f"test accuracy {r.accuracy:.4f} ({r.errors} errors in {r.test_size:,}){val}")
     typer.echo("per digit: " + "  ".join(f"{c}: {a:.1%}" for c, a in enumerate(r.per_class)))
     typer.echo(f"{epochs}{last['step']:,} steps in {last['seconds']:.0f} s, {last['images_per_s']:,.0f} images/s")

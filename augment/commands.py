@@ -8,26 +8,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from augment import trainer
 from augment.checkpoint import BUNDLED, BUNDLED_CONDITIONAL, load_generator
 from augment.pipeline import GenerateConfig, Report, draw
 from augment.pipeline import generate as run_pipeline
 from augment.quality import Quality, measure
-from augment.semi_supervised import BATCH, LR, LR_G, fit_discriminator
+from augment.ssgan import BATCH, check_steps
 from augment.variants import Conditional, Discriminator, Filtered
 from classifier import benchmark as sweeps
 from classifier import checkpoint as classifier_checkpoint
 from classifier import report
-from classifier.commands import Classified, check_out, tested
+from classifier.commands import Classified, evaluate_and_save
 from classifier.train import TrainConfig, evaluate as accuracy, predict_proba
 from data import distributed, mnist
 from data.errors import InputError, check_folder_of, prepare_output
 from data.files import check_seed, lock_folder, resolve_device, sha256_of, use_all_cores, write_atomic
 from data.synthetic import load_synthetic
 
-EVALUATED = 10_000  # evaluate's samples unless told
+SAMPLES = 10_000  # evaluate's samples unless told: as many as real test images, where FID's small-sample bias is small
+MIN_SAMPLES = 10  # precision and recall need k = 3 neighbours of each sample, and some to spare
 
 
 def train(out: str | Path = "runs/gan", resume: bool = False, epochs: int | None = None,
@@ -87,41 +87,42 @@ def semi_supervised(n_real: int = 100, steps: int = 3000, generator: str | Path 
                     val_size: int = mnist.VAL_SIZE, out: str | Path = "runs/semi-supervised.pt", overwrite: bool = False,
                     data_dir: str | Path | None = None, device: str = "auto", progress: bool = True,
                     log=print) -> Classified:
-    """The benchmark's gan-discriminator row as a command: a classifier trained as the discriminator of a
-    semi-supervised GAN on n_real labelled train images and the rest of the training pool without labels
-    (validation held out), its generator starting from `generator` (default: the bundled one); tested on
-    real test and saved like `classify`'s, so that it can label `generate`'s samples."""
-    out = Path(out)
-    if not 100 <= steps <= 1_000_000:
-        raise InputError(f"steps must be in 100..1,000,000, got {steps}")
+    """A classifier trained as the discriminator of a semi-supervised GAN: the recipe of the benchmark's
+    gan-discriminator row, on n_real labelled train images and the rest of the training pool without labels
+    (unlike the benchmark, validation is held out, to measure), its generator starting from `generator` (default:
+    the bundled one). Tested on real test and saved as `classify` saves, so that it can label `generate`'s
+    samples or a semi-supervised conditional GAN's pool (`train --labeller`)."""
+    out, source = Path(out), Path(generator or BUNDLED)
+    check_steps(steps, "steps")
     check_seed(seed)
-    check_out(out, overwrite)
-    named = "the bundled generator" if generator is None else str(generator)
-    generator = Path(generator or BUNDLED)
-    g, payload = load_generator(generator)
-    if g.spec.conditional:
-        raise InputError(f"{generator}: conditional; the semi-supervised GAN needs an unconditional generator")
-    dataset = payload["info"]["run"]["dataset"]
-    train_set, test = mnist.load("train", dataset, data_dir), mnist.load("test", dataset, data_dir)
+    resolve_device(device)
+    inputs = {p.resolve() for p in (source, source.with_suffix(".json"))}
+    if inputs & {p.resolve() for p in (out, out.with_suffix(".json"))}:
+        raise InputError(f"--out {out} would replace the generator {source} or its sidecar")
+    classifier_checkpoint.check_writable(out, overwrite)
+    learner = Discriminator(steps, device, source, progress)
+    train_set, test = mnist.load("train", learner.dataset, data_dir), mnist.load("test", learner.dataset, data_dir)
     pool, val = mnist.validation_split(train_set.labels, val_size)
+    if not 1 <= n_real < len(pool):
+        raise InputError(f"n-real must be in 1..{len(pool) - 1:,} (the rest of the training pool is learnt without "
+                         f"labels), got {n_real}")
     labelled = mnist.labelled_subset(train_set.labels, n_real, seed, val_size)
-    unlabelled = pool[~torch.isin(pool, labelled)]
-    if not len(unlabelled):
-        raise InputError(f"--n-real {n_real:,} labels the whole training pool: nothing is left to learn from unlabelled")
+    unlabelled = mnist.unlabelled_pool(train_set.labels, labelled, val_size)
     threads = use_all_cores()
-    log(f"training a semi-supervised GAN's discriminator on {len(labelled):,} labelled + {len(unlabelled):,} "
-        f"unlabelled {dataset} images, its generator starting from {named}: {steps:,} steps of {BATCH} + {BATCH} + "
+    named = "the bundled generator" if generator is None else str(generator)
+    log(f"training a semi-supervised GAN's discriminator on {n_real:,} labelled + {len(unlabelled):,} unlabelled "
+        f"{learner.dataset} images, its generator starting from {named}: {steps:,} steps of {BATCH} + {BATCH} + "
         f"{BATCH} (validation: {len(val):,}, {threads} threads)")
     start = time.perf_counter()
-    model = fit_discriminator(train_set.subset(labelled), train_set.images[unlabelled], g, steps, seed, device, progress)
+    model, _, _ = learner(n_real, seed, train_set.subset(labelled), train_set.images[unlabelled])
     seconds = time.perf_counter() - start
     history = [{"step": steps, "seconds": round(seconds, 1), "images_per_s": round(3 * BATCH * steps / seconds)}]
     if len(val):
         history[0]["val_accuracy"] = accuracy(model, train_set.subset(val))
-    run_config = {"method": "semi-supervised GAN discriminator", "steps": steps, "batch": BATCH, "lr": LR,
-                  "lr_g": LR_G, "seed": seed, "dataset": dataset, "n_real": len(labelled), "n_unlabelled": len(unlabelled),
-                  "generator_sha256": sha256_of(generator), "val_size": val_size}
-    return tested(model, test, out, run_config, history, len(labelled), 0, threads)
+    run_config = {"method": "semi-supervised GAN discriminator", **learner.settings(), "seed": seed,
+                  "dataset": learner.dataset, "n_real": n_real, "n_synthetic": 0, "n_unlabelled": len(unlabelled),
+                  "val_size": val_size}
+    return evaluate_and_save(model, test, out, run_config, history, n_real, 0, threads)
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,9 @@ def evaluate(source: str | Path | None = None, n: int | None = None, labeller: s
     or an HDF5 dataset, beside the same figures for real images. n: samples drawn, or a file's first rows
     (default 10,000, or the whole file if it is smaller)."""
     source = Path(source or BUNDLED)
-    if n is not None and not 10 <= n <= 55_000:
-        raise InputError(f"n must be in 10..55,000 (precision and recall need neighbours; the floor is as many real "
-                         f"train images outside validation), got {n}")
+    if n is not None and not MIN_SAMPLES <= n <= 55_000:
+        raise InputError(f"n must be in {MIN_SAMPLES}..55,000 (precision and recall need neighbours; the floor is as "
+                         f"many real train images outside validation), got {n}")
     check_seed(seed)
     hdf5 = source.suffix in (".h5", ".hdf5")
     if hdf5 and labeller:
@@ -165,16 +166,17 @@ def evaluate(source: str | Path | None = None, n: int | None = None, labeller: s
     reference = classifier_checkpoint.load_reference().to(dev)
     judge = classifier_checkpoint.load_judge().to(dev)
     if hdf5:
-        data = load_synthetic(source, limit=n or EVALUATED)
+        data = load_synthetic(source, limit=n or SAMPLES)
         rows = len(data.labels)
-        if rows < 10:
-            raise InputError(f"{source} holds {rows} images; evaluate needs at least 10 (precision and recall need neighbours)")
+        if rows < MIN_SAMPLES:
+            raise InputError(f"{source} holds {rows} images; evaluate needs at least {MIN_SAMPLES} (precision and "
+                             f"recall need neighbours)")
         if n is not None and rows < n:  # quietly fewer samples would bias FID upwards, out of line with --n
             raise InputError(f"{source} holds {rows:,} images; --n {n:,} asks for more: pass --n {rows} or fewer")
         images, labels, dataset, how = data.images, data.labels, data.attrs["dataset"], "its pseudo-labels"
     else:
         g, payload = load_generator(source)
-        images, labels = draw(g.to(dev), n or EVALUATED, seed)
+        images, labels = draw(g.to(dev), n or SAMPLES, seed)
         dataset, how = payload["info"]["run"]["dataset"], "the classes asked for"
         if labels is None or labeller:
             labels = predict_proba(reference if model is None else model.to(dev), images).argmax(1)
@@ -236,8 +238,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
         raise InputError(f"min-realism must be in 0..100 (0 leaves the variant out), got {min_realism}")
     if not 0 <= gan_relabel_every <= 100_000:
         raise InputError(f"gan-relabel-every must be in 0..100,000 epochs, got {gan_relabel_every}")
-    if discriminator_steps and not 100 <= discriminator_steps <= 1_000_000:
-        raise InputError(f"discriminator-steps must be in 100..1,000,000 (0 leaves the variant out), got {discriminator_steps}")
+    if discriminator_steps:
+        check_steps(discriminator_steps, "discriminator-steps", " (0 leaves the variant out)")
     if discriminator_steps and dataset != "mnist":
         raise InputError(f"the gan-discriminator variant starts from the bundled MNIST generator; this pool is of {dataset}")
     if gan_relabel_every and not gan_minutes:

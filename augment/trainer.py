@@ -438,8 +438,8 @@ def training_set(train_set: Digits, config: GanConfig, device: torch.device = to
         raise InputError(f"{config.labeller}: the labeller this run started with is missing")
     if sha256_of(config.labeller) != config.labeller_sha256:
         raise InputError(f"{config.labeller}: not the labeller this run started with (sha256 {config.labeller_sha256[:16]}...)")
-    pool, val = mnist.validation_split(train_set.labels)
-    labels = Labels(train_set.subset(labelled), train_set.images[pool[~torch.isin(pool, labelled)]],
+    _, val = mnist.validation_split(train_set.labels)
+    labels = Labels(train_set.subset(labelled), train_set.images[mnist.unlabelled_pool(train_set.labels, labelled)],
                     train_set.subset(val), load_classifier(config.labeller)[0], config.min_confidence, device)
     return labels.training_set(), labels
 

@@ -13,7 +13,7 @@ from augment import trainer
 from augment.checkpoint import BUNDLED, load_generator
 from augment.pipeline import draw_to_mix
 from augment.quality import embed, real_manifold, realism
-from augment.semi_supervised import BATCH, LR, LR_G, fit_discriminator
+from augment.ssgan import BATCH, LR, LR_G, fit_discriminator, require_unconditional
 from classifier import checkpoint as classifier_checkpoint
 from classifier.model import DigitCNN
 from data import mnist
@@ -113,16 +113,18 @@ class Filtered:
 
 class Discriminator:
     """Per (size, seed): a classifier that is a semi-supervised GAN's discriminator, trained `steps` steps on the
-    labelled subset and the other train images without labels, its generator starting from the bundled one
-    (which learnt from the train images without their labels)."""
+    labelled subset and the other train images without labels, its generator starting from `generator` (the
+    bundled one learnt from the train images without their labels)."""
 
-    def __init__(self, steps: int, device: str):
-        self.steps, self.device = steps, device
-        self.generator, _ = load_generator(BUNDLED)
+    def __init__(self, steps: int, device: str, generator: Path = BUNDLED, progress: bool = False):
+        self.steps, self.device, self.source, self.progress = steps, device, Path(generator), progress
+        self.generator, payload = load_generator(generator)
+        require_unconditional(self.generator, generator)
+        self.dataset = payload["info"]["run"]["dataset"]
 
     def settings(self) -> dict:
-        return {"steps": self.steps, "batch": BATCH, "lr": LR, "lr_g": LR_G, "generator_sha256": sha256_of(BUNDLED)}
+        return {"steps": self.steps, "batch": BATCH, "lr": LR, "lr_g": LR_G, "generator_sha256": sha256_of(self.source)}
 
     def __call__(self, size: int, seed: int, real: Digits, unlabelled: torch.Tensor) -> tuple[DigitCNN, int, int]:
-        model = fit_discriminator(real, unlabelled, self.generator, self.steps, seed, self.device)
+        model = fit_discriminator(real, unlabelled, self.generator, self.steps, seed, self.device, self.progress)
         return model, self.steps, len(unlabelled)

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from classifier.model import ARCH, DigitCNN
-from data.errors import InputError
+from data.errors import InputError, prepare_output, refuse_existing
 from data.files import check_finite, read_payload, save_atomic, sha256_of, write_atomic
 
 KIND = "digitgen-classifier"
@@ -22,6 +22,15 @@ def save(path: str | Path, model: DigitCNN, config: dict, metrics: dict) -> str:
     write_atomic(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2) + "\n"))
     return digest
 
+
+
+def check_writable(path: Path, overwrite: bool) -> None:
+    """Before any training: a checkpoint path that can be written, and that replaces nothing (it or the sidecar
+    `save` writes beside it) unless asked to."""
+    if path.suffix == ".json":
+        raise InputError(f"{path}: a checkpoint's .json is its sidecar: name the checkpoint .pt")
+    prepare_output(path, overwrite)
+    refuse_existing(path.with_suffix(".json"), overwrite)
 
 def load(path: str | Path) -> tuple[DigitCNN, dict]:
     """The classifier (eval mode) and its payload; a checkpoint of another architecture is refused."""

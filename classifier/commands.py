@@ -9,7 +9,6 @@ from sklearn.metrics import confusion_matrix
 from classifier import checkpoint, mixing
 from classifier.train import TrainConfig, fit, predict_proba
 from data import mnist
-from data.errors import InputError, prepare_output, refuse_existing
 from data.files import use_all_cores
 
 
@@ -23,7 +22,7 @@ class Classified:
     n_real: int
     n_synthetic: int
     threads: int
-    history: list[dict]  # per epoch: step, loss, seconds, images_per_s, val_accuracy (with a validation split)
+    history: list[dict]  # step, seconds, images_per_s, val_accuracy (with a validation split): per epoch for classify
     confusion: np.ndarray  # (10, 10): row = true digit, column = predicted
 
     @property
@@ -32,17 +31,10 @@ class Classified:
         return self.confusion.diagonal() / self.confusion.sum(1)
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse, before any training, a checkpoint path that cannot be written or would replace files unasked."""
-    if out.suffix == ".json":
-        raise InputError(f"{out}: a checkpoint's .json is its sidecar: name the checkpoint .pt")
-    prepare_output(out, overwrite)
-    refuse_existing(out.with_suffix(".json"), overwrite)  # the sidecar written beside it
-
-
-def tested(model, test: mnist.Digits, out: Path, run_config: dict, history: list[dict], n_real: int,
-           n_synthetic: int, threads: int) -> Classified:
-    """A trained classifier's real test accuracy and confusion, saved with it in `out` (and its sidecar)."""
+def evaluate_and_save(model, test: mnist.Digits, out: Path, run_config: dict, history: list[dict], n_real: int,
+                      n_synthetic: int, threads: int) -> Classified:
+    """Every command that trains a classifier reports and keeps the same figures: real test accuracy and the
+    confusion matrix, saved in the checkpoint beside its config."""
     predicted = predict_proba(model, test.images).argmax(1)
     confusion = confusion_matrix(test.labels.numpy(), predicted.numpy(), labels=range(10))
     accuracy = float(confusion.trace() / len(test))
@@ -61,7 +53,7 @@ def classify(n_real: int | None = None, synthetic: str | Path | None = None, rat
     out = Path(out)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps, augment=augment, seed=seed)
     config.check()
-    check_out(out, overwrite)
+    checkpoint.check_writable(out, overwrite)
     threads = use_all_cores()
     mix = mixing.build(mnist.load("train", dataset, data_dir), n_real, seed, synthetic, ratio, val_size)
     test = mnist.load("test", dataset, data_dir)
@@ -70,4 +62,4 @@ def classify(n_real: int | None = None, synthetic: str | Path | None = None, rat
     model, history = fit(mix.train, config, mix.val, device=device, progress=progress)
     run_config = {**asdict(config), "dataset": dataset, "n_real": mix.n_real, "n_synthetic": mix.n_synthetic,
                   "synthetic": str(synthetic) if synthetic else None, "ratio": mix.ratio, "val_size": val_size}
-    return tested(model, test, out, run_config, history, mix.n_real, mix.n_synthetic, threads)
+    return evaluate_and_save(model, test, out, run_config, history, mix.n_real, mix.n_synthetic, threads)

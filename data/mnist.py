@@ -245,3 +245,10 @@ def labelled_subset(labels: torch.Tensor, n: int, seed: int, val_size: int = VAL
         return torch.arange(n)
     pool, _ = validation_split(labels, val_size)
     return balanced_subset(labels, pool, n, seed)
+
+
+def unlabelled_pool(labels: torch.Tensor, labelled: torch.Tensor, val_size: int = VAL_SIZE) -> torch.Tensor:
+    """The training pool less the labelled subset: what semi-supervised training learns from without labels,
+    validation held out so that it still measures."""
+    pool, _ = validation_split(labels, val_size)
+    return pool[~torch.isin(pool, labelled)]

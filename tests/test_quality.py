@@ -102,17 +102,20 @@ def test_evaluate_cli_prints_every_metric_beside_the_floor(tmp_path, test_digits
     assert "label noise (judge)" in result.output
 
 
-
 def test_evaluate_reads_a_small_file_whole_but_never_fewer_rows_than_asked(tmp_path, test_digits):
     file = write_synthetic(tmp_path / "real.h5", test_digits.subset(torch.arange(300)))
     whole = runner.invoke(app, ["evaluate", str(file), "--no-cas"])  # the default 10,000 is more than it holds
-    assert whole.exit_code == 0 and "300 samples vs the 10,000 real test images" in whole.output
+    assert whole.exit_code == 0, whole.output
+    assert "300 samples vs the 10,000 real test images" in whole.output
     more = runner.invoke(app, ["evaluate", str(file), "--n", "301", "--no-cas", "--out", str(tmp_path / "e.json")])
-    assert more.exit_code == 2 and more.output == f"error: {file} holds 300 images; --n 301 asks for more: pass --n 300 or fewer\n"
+    assert more.exit_code == 2
+    assert more.output == f"error: {file} holds 300 images; --n 301 asks for more: pass --n 300 or fewer\n"
+    assert not (tmp_path / "e.json").exists()
     tiny = write_synthetic(tmp_path / "tiny.h5", test_digits.subset(torch.arange(9)))
     few = runner.invoke(app, ["evaluate", str(tiny), "--no-cas"])
-    assert few.exit_code == 2 and "holds 9 images; evaluate needs at least 10" in few.output
-    assert not (tmp_path / "e.json").exists()
+    assert few.exit_code == 2
+    assert "holds 9 images; evaluate needs at least 10" in few.output
+
 
 def test_label_noise_counts_the_labels_the_judge_disagrees_with(test_digits):
     from classifier.checkpoint import load_judge

@@ -23,6 +23,18 @@ BATCH = 100  # labelled, unlabelled and generated images each, per step
 LR, LR_G = 2e-3, 2e-4  # Adam: the discriminator's on a one-cycle schedule (it cycles beta1 too), the generator's beta1 0.5
 
 
+def check_steps(steps: int, option: str, zero: str = "") -> None:
+    """Fewer than 100 steps are too few for the one-cycle schedule to mean anything; a million is days on a CPU."""
+    if not 100 <= steps <= 1_000_000:
+        raise InputError(f"{option} must be in 100..1,000,000{zero}, got {steps}")
+
+
+def require_unconditional(generator, source) -> None:
+    """Feature matching draws from the generator with noise alone: a conditional one would need classes."""
+    if generator.spec.conditional:
+        raise InputError(f"{source}: conditional; the semi-supervised GAN needs an unconditional generator")
+
+
 def discriminator_loss(labelled: torch.Tensor, labels: torch.Tensor, unlabelled: torch.Tensor,
                        generated: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on the labelled logits, plus -log P(real) of unlabelled real images and -log P(fake) of
@@ -35,8 +47,7 @@ def fit_discriminator(real: Digits, unlabelled: torch.Tensor, generator, steps: 
                       device: str = "cpu", progress: bool = False) -> DigitCNN:
     """The discriminator (eval mode) after `steps` steps on labelled `real`, uint8 `unlabelled` images and draws
     from a copy of the unconditional `generator`, which is left as it was."""
-    if generator.spec.conditional:
-        raise InputError("the semi-supervised GAN needs an unconditional generator")
+    require_unconditional(generator, "the generator")
     dev = resolve_device(device)
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)

@@ -6,11 +6,12 @@ import torch
 from typer.testing import CliRunner
 
 from augment.checkpoint import BUNDLED, BUNDLED_CONDITIONAL, load_generator
-from augment.semi_supervised import discriminator_loss, fit_discriminator
+from augment.ssgan import discriminator_loss, fit_discriminator
 from classifier.train import evaluate
 from cli import app
 from data import mnist
 from data.errors import InputError
+from data.synthetic import load_synthetic
 
 
 def test_the_discriminator_learns_the_digits_seeded_and_leaves_the_generator_alone(train, test_digits):
@@ -49,7 +50,9 @@ def test_the_command_trains_tests_and_saves_a_classifier_that_labels(tmp_path):
     test_accuracy, val_accuracy = map(float, re.search(r"test accuracy ([\d.]+) .*validation ([\d.]+)", done.output).groups())
     assert test_accuracy > 0.6 and val_accuracy > 0.6  # 100 steps: about 0.9; chance is 0.1
     sidecar = json.loads(out.with_suffix(".json").read_text())
-    assert sidecar["metrics"]["test_accuracy"] == test_accuracy and sidecar["config"]["steps"] == 100
+    assert sidecar["metrics"]["test_accuracy"] == pytest.approx(test_accuracy, abs=5e-5)
+    assert sidecar["config"]["steps"] == 100 and sidecar["config"]["n_unlabelled"] == 54_900
     labelled = CliRunner().invoke(app, ["generate", "--labeller", str(out), "--n", "50", "--min-confidence", "0",
                                         "--out", str(tmp_path / "s.h5")])
-    assert labelled.exit_code == 0 and "kept 50 of" in labelled.output
+    assert labelled.exit_code == 0, labelled.output
+    assert load_synthetic(tmp_path / "s.h5").attrs["labeller_sha256"] == sidecar["sha256"]
