@@ -56,3 +56,7 @@ def test_the_command_trains_tests_and_saves_a_classifier_that_labels(tmp_path):
                                         "--out", str(tmp_path / "s.h5")])
     assert labelled.exit_code == 0, labelled.output
     assert load_synthetic(tmp_path / "s.h5").attrs["labeller_sha256"] == sidecar["sha256"]
+    (tmp_path / "afile").write_text("in the way")  # train checks its labeller, then its folder: it gets that far
+    conditional = CliRunner().invoke(app, ["train", "--conditional", "--n-real", "100", "--labeller", str(out),
+                                           "--out", str(tmp_path / "afile")])
+    assert conditional.exit_code == 2 and "afile is a file: --out names the run's folder" in conditional.output
