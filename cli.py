@@ -107,7 +107,7 @@ def semi_supervised(
     data_dir: Optional[Path] = DataDir,
     device: str = Device,
 ):
-    """Train a classifier from few labels as a semi-supervised GAN's discriminator (the benchmark's gan-discriminator)."""
+    """Train a classifier from few labels as a semi-supervised GAN's discriminator (the gan-discriminator recipe)."""
     from augment import semi_supervised as run
 
     r = run(n_real=n_real, steps=steps, generator=generator, seed=seed, val_size=val_size, out=out, overwrite=overwrite,

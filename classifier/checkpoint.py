@@ -23,7 +23,6 @@ def save(path: str | Path, model: DigitCNN, config: dict, metrics: dict) -> str:
     return digest
 
 
-
 def check_writable(path: Path, overwrite: bool) -> None:
     """Before any training: a checkpoint path that can be written, and that replaces nothing (it or the sidecar
     `save` writes beside it) unless asked to."""
@@ -31,6 +30,7 @@ def check_writable(path: Path, overwrite: bool) -> None:
         raise InputError(f"{path}: a checkpoint's .json is its sidecar: name the checkpoint .pt")
     prepare_output(path, overwrite)
     refuse_existing(path.with_suffix(".json"), overwrite)
+
 
 def load(path: str | Path) -> tuple[DigitCNN, dict]:
     """The classifier (eval mode) and its payload; a checkpoint of another architecture is refused."""
