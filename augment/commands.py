@@ -99,30 +99,34 @@ def semi_supervised(n_real: int = 100, steps: int = 3000, generator: str | Path 
     inputs = {p.resolve() for p in (source, source.with_suffix(".json"))}
     if inputs & {p.resolve() for p in (out, out.with_suffix(".json"))}:
         raise InputError(f"--out {out} would replace the generator {source} or its sidecar")
-    classifier_checkpoint.check_writable(out, overwrite)
-    learner = Discriminator(steps, device, source, progress)
-    train_set, test = mnist.load("train", learner.dataset, data_dir), mnist.load("test", learner.dataset, data_dir)
-    pool, val = mnist.validation_split(train_set.labels, val_size)
-    if not 1 <= n_real < len(pool):
-        raise InputError(f"n-real must be in 1..{len(pool) - 1:,} (the rest of the training pool is learnt without "
-                         f"labels), got {n_real}")
-    labelled = mnist.labelled_subset(train_set.labels, n_real, seed, val_size)
-    unlabelled = mnist.unlabelled_pool(train_set.labels, labelled, val_size)
-    threads = use_all_cores()
-    named = "the bundled generator" if generator is None else str(generator)
-    log(f"training a semi-supervised GAN's discriminator on {n_real:,} labelled + {len(unlabelled):,} unlabelled "
-        f"{learner.dataset} images, its generator starting from {named}: {steps:,} steps of {BATCH} + {BATCH} + "
-        f"{BATCH} (validation: {len(val):,}, {threads} threads)")
-    start = time.perf_counter()
-    model, _, _ = learner(n_real, seed, train_set.subset(labelled), train_set.images[unlabelled])
-    seconds = time.perf_counter() - start
-    history = [{"step": steps, "seconds": round(seconds, 1), "images_per_s": round(3 * BATCH * steps / seconds)}]
-    if len(val):
-        history[0]["val_accuracy"] = accuracy(model, train_set.subset(val))
-    run_config = {"method": "semi-supervised GAN discriminator", **learner.settings(), "seed": seed,
-                  "dataset": learner.dataset, "n_real": n_real, "n_synthetic": 0, "n_unlabelled": len(unlabelled),
-                  "val_size": val_size}
-    return evaluate_and_save(model, test, out, run_config, history, n_real, 0, threads)
+    release = classifier_checkpoint.claim(out, overwrite)
+    try:
+        learner = Discriminator(steps, device, source, progress)
+        train_set, test = mnist.load("train", learner.dataset, data_dir), mnist.load("test", learner.dataset, data_dir)
+        pool, val = mnist.validation_split(train_set.labels, val_size)
+        if not 1 <= n_real < len(pool):
+            raise InputError(f"n-real must be in 1..{len(pool) - 1:,} (the rest of the training pool is learnt "
+                             f"without labels), got {n_real}")
+        labelled = mnist.labelled_subset(train_set.labels, n_real, seed, val_size)
+        unlabelled = mnist.unlabelled_pool(train_set.labels, labelled, val_size)
+        threads = use_all_cores()
+        named = "the bundled generator" if generator is None else str(generator)
+        log(f"training a semi-supervised GAN's discriminator on {n_real:,} labelled + {len(unlabelled):,} "
+            f"unlabelled {learner.dataset} images, its generator starting from {named}: {steps:,} steps of {BATCH} + "
+            f"{BATCH} + {BATCH} (validation: {len(val):,}, {threads} threads)")
+        start = time.perf_counter()
+        model, _, _ = learner(n_real, seed, train_set.subset(labelled), train_set.images[unlabelled])
+        seconds = time.perf_counter() - start
+        history = [{"step": steps, "seconds": round(seconds, 1),
+                    "images_per_s": round(3 * BATCH * steps / seconds)}]
+        if len(val):
+            history[0]["val_accuracy"] = accuracy(model, train_set.subset(val))
+        run_config = {"method": "semi-supervised GAN discriminator", **learner.settings(), "seed": seed,
+                      "dataset": learner.dataset, "n_real": n_real, "n_synthetic": 0,
+                      "n_unlabelled": len(unlabelled), "val_size": val_size}
+        return evaluate_and_save(model, test, out, run_config, history, n_real, 0, threads)
+    finally:
+        release()
 
 
 @dataclass(frozen=True)

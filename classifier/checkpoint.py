@@ -2,12 +2,13 @@
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from classifier.model import ARCH, DigitCNN
 from data.errors import InputError, prepare_output, refuse_existing
-from data.files import check_finite, read_payload, save_atomic, sha256_of, write_atomic
+from data.files import check_finite, lock_output, read_payload, save_atomic, sha256_of, write_atomic
 
 KIND = "digitgen-classifier"
 
@@ -30,6 +31,19 @@ def check_writable(path: Path, overwrite: bool) -> None:
         raise InputError(f"{path}: a checkpoint's .json is its sidecar: name the checkpoint .pt")
     prepare_output(path, overwrite)
     refuse_existing(path.with_suffix(".json"), overwrite)
+
+
+def claim(path: Path, overwrite: bool) -> Callable[[], None]:
+    """check_writable, then a lock on the path until the returned release: a second run naming the same checkpoint
+    is refused, so that no run pairs its .pt with another's .json."""
+    check_writable(path, overwrite)  # first: it makes the folder the lock file goes in
+    release = lock_output(path)
+    try:
+        check_writable(path, overwrite)  # again, under the lock: a run that ended in between may have written it
+    except BaseException:
+        release()
+        raise
+    return release
 
 
 def load(path: str | Path) -> tuple[DigitCNN, dict]:

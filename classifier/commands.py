@@ -53,13 +53,16 @@ def classify(n_real: int | None = None, synthetic: str | Path | None = None, rat
     out = Path(out)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps, augment=augment, seed=seed)
     config.check()
-    checkpoint.check_writable(out, overwrite)
-    threads = use_all_cores()
-    mix = mixing.build(mnist.load("train", dataset, data_dir), n_real, seed, synthetic, ratio, val_size)
-    test = mnist.load("test", dataset, data_dir)
-    log(f"training on {mix.n_real:,} real + {mix.n_synthetic:,} synthetic {dataset} images "
-        f"(augment: {augment}, validation: {val_size:,}, {threads} threads)")
-    model, history = fit(mix.train, config, mix.val, device=device, progress=progress)
-    run_config = {**asdict(config), "dataset": dataset, "n_real": mix.n_real, "n_synthetic": mix.n_synthetic,
-                  "synthetic": str(synthetic) if synthetic else None, "ratio": mix.ratio, "val_size": val_size}
-    return evaluate_and_save(model, test, out, run_config, history, mix.n_real, mix.n_synthetic, threads)
+    release = checkpoint.claim(out, overwrite)
+    try:
+        threads = use_all_cores()
+        mix = mixing.build(mnist.load("train", dataset, data_dir), n_real, seed, synthetic, ratio, val_size)
+        test = mnist.load("test", dataset, data_dir)
+        log(f"training on {mix.n_real:,} real + {mix.n_synthetic:,} synthetic {dataset} images "
+            f"(augment: {augment}, validation: {val_size:,}, {threads} threads)")
+        model, history = fit(mix.train, config, mix.val, device=device, progress=progress)
+        run_config = {**asdict(config), "dataset": dataset, "n_real": mix.n_real, "n_synthetic": mix.n_synthetic,
+                      "synthetic": str(synthetic) if synthetic else None, "ratio": mix.ratio, "val_size": val_size}
+        return evaluate_and_save(model, test, out, run_config, history, mix.n_real, mix.n_synthetic, threads)
+    finally:
+        release()

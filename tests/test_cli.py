@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from conftest import synthetic_attrs
+from data.files import lock_output
 from data.synthetic import SyntheticWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,6 +172,19 @@ def test_classify_never_writes_over_a_json_it_did_not_write(tmp_path):
     assert (tmp_path / "c.json").read_text() == "precious" and not (tmp_path / "c.pt").exists()
     result = run("classify", "--n-real", 20, "--out", tmp_path / "x.json")
     assert result.exit_code == 2 and "name the checkpoint .pt" in result.output
+
+
+def test_a_checkpoint_being_written_is_refused_to_a_second_run(tmp_path):
+    out = tmp_path / "c.pt"
+    release = lock_output(out)  # as a first run holds it while it trains
+    for command in (["classify", "--n-real", 20], ["semi-supervised", "--steps", 100]):
+        result = run(*command, "--out", out)
+        assert result.exit_code == 2 and result.output == (
+            f"error: {out} is being written by another process: wait for it to end, or choose another output\n")
+    release()
+    result = run("classify", "--n-real", 20, "--min-steps", 5, "--epochs", 1, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.pt"]  # and its own lock is gone
 
 
 FULL_DISK = """
