@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from data.errors import InputError
+from data.errors import Diverged, InputError
 
 
 # Where an output cannot be written (read-only, a file in the way, a full disk): the user's to fix, not a bug.
@@ -21,7 +21,8 @@ OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQ
 
 
 class OneLineErrors(TyperGroup):
-    """Bad input of any kind (a usage error or an InputError) becomes one line on stderr and exit code 2."""
+    """Bad input of any kind (a usage error or an InputError) becomes one line on stderr and exit code 2; a training
+    that diverged, one line and exit code 1."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         _received.clear()
@@ -33,6 +34,9 @@ class OneLineErrors(TyperGroup):
             message = e.format_message() if isinstance(e, typer.TyperException) else str(e)
             _say(f"error: {message}")
             sys.exit(2)
+        except Diverged as e:
+            _say(f"error: {e}")
+            sys.exit(1)
         except OSError as e:
             if e.errno not in OUTPUT_ERRNOS:
                 raise

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from classifier.affine import random_affine
 from classifier.model import DigitCNN
-from data.errors import InputError
+from data.errors import Diverged, InputError
 from data.files import autocast, resolve_device
 from data.mnist import Digits
 from data.pixels import to_model
@@ -84,5 +84,5 @@ def fit_discriminator(real: Digits, unlabelled: torch.Tensor, generator, steps: 
         loss_g.backward()
         opt_g.step()
         if (step % 100 == 0 or step == steps) and not (math.isfinite(loss_d.item()) and math.isfinite(loss_g.item())):
-            raise InputError(f"the semi-supervised GAN's training diverged at step {step}")
+            raise Diverged(f"the semi-supervised GAN's training diverged at step {step}")
     return d.eval()

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from classifier.affine import random_affine
 from classifier.model import DigitCNN
-from data.errors import InputError
+from data.errors import Diverged, InputError
 from data.files import autocast, check_seed, device_of, resolve_device
 from data.mnist import Digits
 from data.pixels import to_model
@@ -104,7 +104,7 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
             if val is not None:
                 row["val_accuracy"] = evaluate(model, val)
             if not math.isfinite(row["loss"]):
-                raise InputError(f"training diverged at step {step} (loss {row['loss']}): lower --lr")
+                raise Diverged(f"training diverged at step {step} (loss {row['loss']}): lower --lr")
             history.append(row)
             bar.set_postfix({k: f"{row[k]:.4f}" for k in ("loss", "val_accuracy") if k in row})
             loss_sum.zero_()

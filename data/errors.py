@@ -1,5 +1,5 @@
-"""The one exception type that means "the user gave us something we cannot use", and the output check
-every command makes with it."""
+"""The exception that means "the user gave us something we cannot use", the one for a training that diverged,
+and the output check every command makes."""
 
 import os
 from pathlib import Path
@@ -7,6 +7,11 @@ from pathlib import Path
 
 class InputError(Exception):
     """Bad input: the CLI prints its message as one line and exits with code 2."""
+
+
+class Diverged(Exception):
+    """Training went NaN: not the input's fault, so the CLI prints its message as one line and exits with code 1,
+    as `train` does when its losses diverge."""
 
 
 def refuse_existing(path: Path, overwrite: bool) -> None:

@@ -174,6 +174,18 @@ def test_classify_never_writes_over_a_json_it_did_not_write(tmp_path):
     assert result.exit_code == 2 and "name the checkpoint .pt" in result.output
 
 
+def test_a_training_that_diverges_is_one_line_and_exit_code_1(tmp_path, monkeypatch):
+    nan = lambda first, *rest, **kw: first.sum() * float("nan")  # noqa: E731  the loss of a training gone NaN
+    monkeypatch.setattr("torch.nn.functional.cross_entropy", nan)
+    result = run("classify", "--n-real", 20, "--min-steps", 5, "--epochs", 1, "--out", tmp_path / "c.pt")
+    assert result.exit_code == 1 and result.output.endswith("\nerror: training diverged at step 5 (loss nan): lower --lr\n")
+    monkeypatch.setattr("augment.ssgan.discriminator_loss", nan)
+    result = run("semi-supervised", "--steps", 100, "--out", tmp_path / "s.pt")
+    assert result.exit_code == 1
+    assert result.output.endswith("\nerror: the semi-supervised GAN's training diverged at step 100\n")
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, no lock file
+
+
 def test_a_checkpoint_being_written_is_refused_to_a_second_run(tmp_path):
     out = tmp_path / "c.pt"
     release = lock_output(out)  # as a first run holds it while it trains
