@@ -102,6 +102,9 @@ def semi_supervised(
                                "without labels."),
     steps: int = typer.Option(3000, help="Training steps (100..1,000,000), each of 100 labelled, 100 unlabelled and 100 "
                               "generated images."),
+    rounds: int = typer.Option(1, help="Rounds of self-training after the GAN (0..10): a classifier learns the labelled "
+                               "images plus the unlabelled ones the last model labels at confidence >= 0.9."),
+    round_epochs: int = typer.Option(12, help="Epochs of each self-training round, over the images it learns."),
     generator: Optional[Path] = typer.Option(None, help="Unconditional generator.pt the GAN's generator starts from.",
                                              show_default="the bundled one"),
     seed: int = typer.Option(0, help="Seed for the labelled subset, the draws and the weights."),
@@ -111,11 +114,12 @@ def semi_supervised(
     data_dir: Optional[Path] = DataDir,
     device: str = Device,
 ):
-    """Train a classifier from few labels as a semi-supervised GAN's discriminator (the gan-discriminator recipe)."""
+    """Train a classifier from few labels: a semi-supervised GAN's discriminator (the gan-discriminator recipe), then
+    self-training from it."""
     from augment import semi_supervised as run
 
-    r = run(n_real=n_real, steps=steps, generator=generator, seed=seed, val_size=val_size, out=out, overwrite=overwrite,
-            data_dir=data_dir, device=device, log=typer.echo)
+    r = run(n_real=n_real, steps=steps, rounds=rounds, round_epochs=round_epochs, generator=generator, seed=seed,
+            val_size=val_size, out=out, overwrite=overwrite, data_dir=data_dir, device=device, log=typer.echo)
     _trained(r)
 
 

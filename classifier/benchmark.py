@@ -17,7 +17,7 @@ import torch
 
 from data.files import sha256_of, write_atomic
 from classifier.model import DigitCNN
-from classifier.mixing import mix
+from classifier.mixing import mix, self_train
 from classifier.train import TrainConfig, evaluate, fit
 from data import distributed, mnist
 from data.errors import InputError
@@ -190,8 +190,10 @@ class _Cell:
         """The labelled subset plus ratio x its size of `images`: labelled by the labeller, or, with labels (the
         classes a conditional GAN was asked for), kept where the labeller agrees with them."""
         return mix(self.real, images, ratio, self.seed, labels=labels, labeller=labeller,
-                   min_confidence=self.sweep.min_confidence,
-                   source=f"{source} (labeller of {self.size:,} real images, seed {self.seed})")
+                   min_confidence=self.sweep.min_confidence, source=self.labelled_by(source))
+
+    def labelled_by(self, source: str) -> str:
+        return f"{source} (labeller of {self.size:,} real images, seed {self.seed})"
 
     def run(self, sources: dict, learners: dict) -> None:
         """real; classical, whose classifier labels everything mixed in; the learners' classifiers; then, per
@@ -226,12 +228,11 @@ class _Cell:
         for ratio in ratios:
             self.row("pseudo-real", ratio, self.mixed(self.unlabelled, labeller, ratio, "unlabelled real"), "none")
             if sweep.relabel_rounds and self.key("self-training", ratio) not in self.done:
-                model = labeller  # each round: the last classifier labels the unlabelled real images, a new one learns
-                for _ in range(sweep.relabel_rounds - 1):
-                    model, _ = fit(self.mixed(self.unlabelled, model, ratio, "unlabelled real"),
-                                   sweep.config(self.size, "classical", self.seed), device=self.device, progress=False)
-                self.row("self-training", ratio, self.mixed(self.unlabelled, model, ratio, "unlabelled real"),
-                         "classical")
+                start, config = time.perf_counter(), sweep.config(self.size, "classical", self.seed)
+                model, rounds = self_train(labeller, self.real, self.unlabelled, sweep.relabel_rounds, config,
+                                           sweep.min_confidence, ratio, device=self.device,
+                                           source=self.labelled_by("unlabelled real"))
+                self.tested("self-training", ratio, model, rounds[-1]["n_unlabelled"], config.steps, start)
 
 
 def run(sweep: Sweep, pool_path: Path, train: Digits, test: Digits, folder: Path, dataset: str,

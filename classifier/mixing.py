@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from classifier.model import DigitCNN
-from classifier.train import pseudo_label
+from classifier.train import TrainConfig, fit, pseudo_label
 from data import mnist
 from data.errors import InputError
 from data.mnist import Digits
@@ -17,12 +17,12 @@ from data.synthetic import load_synthetic
 CHUNK = 4096  # extras are labelled a chunk at a time, only as far as needed: pools run to 100,000s
 
 
-def mix(real: Digits, images: torch.Tensor, ratio: float, seed: int, labels: torch.Tensor | None = None,
+def mix(real: Digits, images: torch.Tensor, ratio: float | None, seed: int, labels: torch.Tensor | None = None,
         labeller: DigitCNN | None = None, min_confidence: float = 0.0, source: str = "synthetic") -> Digits:
-    """real plus round(ratio * len(real)) of `images`, in seeded random order, with their own `labels`; or, given a
-    labeller, its labels where it is at least min_confidence sure; or, given both, their labels where the labeller
-    agrees with them that sure. The others are skipped."""
-    want = round(ratio * len(real))
+    """real plus round(ratio * len(real)) of `images` (ratio None: all that pass), in seeded random order, with
+    their own `labels`; or, given a labeller, its labels where it is at least min_confidence sure; or, given both,
+    their labels where the labeller agrees with them that sure. The others are skipped."""
+    want = len(images) if ratio is None else round(ratio * len(real))
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     picks, picked_labels, found = [], [], 0
     for start in range(0, len(order), max(CHUNK, want)):
@@ -39,7 +39,7 @@ def mix(real: Digits, images: torch.Tensor, ratio: float, seed: int, labels: tor
         picks.append(idx[keep])
         picked_labels.append(label[keep])
         found += int(keep.sum())
-    if found < want:
+    if found < want and ratio is not None:
         sure = ("" if labeller is None else f" reach confidence {min_confidence} under the labeller"
                 + (" and agree with their class" if labels is not None else ""))
         raise InputError(f"{source}: only {found:,} images{sure}; ratio {ratio:g} x {len(real):,} real needs {want:,}: "
@@ -48,6 +48,22 @@ def mix(real: Digits, images: torch.Tensor, ratio: float, seed: int, labels: tor
         return real
     pick, label = torch.cat(picks)[:want], torch.cat(picked_labels)[:want]
     return Digits(torch.cat([real.images, images[pick]]), torch.cat([real.labels, label.to(real.labels.dtype)]))
+
+
+def self_train(model: DigitCNN, real: Digits, unlabelled: torch.Tensor, rounds: int, config: TrainConfig,
+               min_confidence: float, ratio: float | None = None, val: Digits | None = None, device: str = "cpu",
+               source: str = "unlabelled real", on_round=lambda row: None) -> tuple[DigitCNN, list[dict]]:
+    """Self-training, the standard semi-supervised reference point: each round, the last model labels the
+    unlabelled images and a new one learns from the labelled subset plus those it labels at min_confidence
+    (ratio x the subset's size of them, or all: None). Returns the last model and, per round, how many unlabelled
+    images it learnt from and its last history row (each also given to on_round as it ends)."""
+    log = []
+    for r in range(1, rounds + 1):
+        data = mix(real, unlabelled, ratio, config.seed, labeller=model, min_confidence=min_confidence, source=source)
+        model, history = fit(data, config, val, device=device, progress=False)
+        log.append({"round": r, "n_unlabelled": len(data) - len(real), **history[-1]})
+        on_round(log[-1])
+    return model, log
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,23 @@ def test_mix_with_labels_and_a_labeller_keeps_only_agreement(small):
     assert len(kept) == 60 and torch.equal(predicted, kept.labels[10:])
 
 
+def test_self_training_learns_every_image_its_last_model_is_sure_of(small):
+    from classifier.mixing import self_train
+    from classifier.train import TrainConfig, evaluate, fit, pseudo_label
+
+    train, test, pool_digits = small
+    real, config = train.subset(torch.arange(100)), TrainConfig(epochs=1, min_steps=30, augment="classical")
+    teacher, _ = fit(real, config, progress=False)
+    _, sure = pseudo_label(teacher, pool_digits.images, 0.5)
+    seen = []
+    model, rounds = self_train(teacher, real, pool_digits.images, 2, config, 0.5, val=test, on_round=seen.append)
+    assert seen == rounds and [r["round"] for r in rounds] == [1, 2]
+    assert rounds[0]["n_unlabelled"] == int(sure.sum()) and 0 < rounds[0]["n_unlabelled"] < len(pool_digits)
+    assert rounds[1]["val_accuracy"] == pytest.approx(evaluate(model, test))  # the last round's model comes back
+    _, again = self_train(teacher, real, pool_digits.images, 1, config, 0.5, ratio=0.5)
+    assert again[0]["n_unlabelled"] == 50  # with a ratio: that many of them, as the benchmark's row takes
+
+
 def test_gan_variants_train_a_conditional_gan_per_cell_once_and_filter_the_pool(tmp_path, train):
     pool = write_synthetic(tmp_path / "pool.h5", train.subset(torch.arange(1000, 3000)))
     args = ["benchmark", "--synthetic", pool, "--sizes", "100", "--ratios", "0.2", "--seeds", "1", "--min-steps", "20",

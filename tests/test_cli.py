@@ -93,6 +93,8 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["benchmark", "--out", ""], "--out '.' names no file or folder of its own"),
     (["interpolate", "--digit-grid", "--digit", "3"], "--digit-grid draws every digit: leave out --digit"),
     (["semi-supervised", "--steps", "50"], "steps must be in 100..1,000,000, got 50"),
+    (["semi-supervised", "--rounds", "11"], "rounds must be in 0..10, got 11"),
+    (["semi-supervised", "--round-epochs", "0"], "epochs must be in 1..100,000, got 0"),
     (["semi-supervised", "--n-real", "55000"], "n-real must be in 1..54,999 (the rest of the training pool is learnt without labels)"),
     (["semi-supervised", "--n-real", "0"], "n-real must be in 1..54,999"),
     (["semi-supervised", "--device", "tpu"], "device 'tpu' is not available"),

@@ -44,14 +44,19 @@ def test_the_loss_reads_the_logits_as_eleven_classes():
 
 def test_the_command_trains_tests_and_saves_a_classifier_that_labels(tmp_path):
     out = tmp_path / "ss.pt"
-    done = CliRunner().invoke(app, ["semi-supervised", "--steps", "100", "--out", str(out), "--device", "cpu"])
+    done = CliRunner().invoke(app, ["semi-supervised", "--steps", "100", "--rounds", "1", "--round-epochs", "1",
+                                    "--out", str(out), "--device", "cpu"])
     assert done.exit_code == 0, done.output
     assert "on 100 labelled + 54,900 unlabelled mnist images" in done.output  # 60,000 less validation and the labels
     test_accuracy, val_accuracy = map(float, re.search(r"test accuracy ([\d.]+) .*validation ([\d.]+)", done.output).groups())
-    assert test_accuracy > 0.6 and val_accuracy > 0.6  # 100 steps: about 0.9; chance is 0.1
+    assert test_accuracy > 0.6 and val_accuracy > 0.6  # 100 steps and a round of 1 epoch: about 0.9; chance is 0.1
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["metrics"]["test_accuracy"] == pytest.approx(test_accuracy, abs=5e-5)
     assert sidecar["config"]["steps"] == 100 and sidecar["config"]["n_unlabelled"] == 54_900
+    gan, student = sidecar["metrics"]["history"]
+    assert (gan["step"], student["round"], student["epoch"]) == (100, 1, 1) and "discriminator: 100 steps" in done.output
+    assert f"self-training round 1: {student['n_unlabelled']:,} unlabelled images labelled at >= 0.9" in done.output
+    assert 1_000 < student["n_unlabelled"] < 54_900 and student["val_accuracy"] == pytest.approx(val_accuracy, abs=5e-5)
     labelled = CliRunner().invoke(app, ["generate", "--labeller", str(out), "--n", "50", "--min-confidence", "0",
                                         "--out", str(tmp_path / "s.h5")])
     assert labelled.exit_code == 0, labelled.output
