@@ -30,7 +30,7 @@ from data.synthetic import load_synthetic
 SAMPLES = 10_000  # evaluate's samples unless told: as many as real test images, where FID's small-sample bias is small
 MIN_SAMPLES = 10  # precision and recall need k = 3 neighbours of each sample, and some to spare
 MAX_ROUNDS = 10  # of self-training after the semi-supervised GAN: each costs minutes
-SELF_TRAINING_CONFIDENCE = 0.9  # as the benchmark's labellers: 99% of the labels kept were right on train (100 labels)
+SELF_TRAINING_CONFIDENCE = 0.9  # the benchmark labellers' (at 100 labels, 99% of the labels it kept were right)
 
 
 def train(out: str | Path = "runs/gan", resume: bool = False, epochs: int | None = None,
@@ -140,7 +140,8 @@ def semi_supervised(n_real: int = 100, steps: int = 3000, rounds: int = 1, round
                 f">= {SELF_TRAINING_CONFIDENCE}, {row['step']:,} steps in {row['seconds']:.0f} s{_validation(row)}")
         model, _ = self_train(model, real, train_set.images[unlabelled], rounds, student, SELF_TRAINING_CONFIDENCE,
                               val=val_set, device=device, on_round=said)
-        run_config = {"method": "semi-supervised GAN discriminator", **learner.settings(), "seed": seed,
+        method = "semi-supervised GAN discriminator" + (", then self-training" if rounds else "")
+        run_config = {"method": method, **learner.settings(), "seed": seed,
                       "dataset": learner.dataset, "n_real": n_real, "n_synthetic": 0,
                       "n_unlabelled": len(unlabelled), "val_size": val_size, "rounds": rounds,
                       "round_epochs": round_epochs, "min_confidence": SELF_TRAINING_CONFIDENCE}
