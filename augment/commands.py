@@ -103,6 +103,8 @@ def semi_supervised(n_real: int = 100, steps: int = 3000, rounds: int = 1, round
     check_seed(seed)
     if not 0 <= rounds <= MAX_ROUNDS:
         raise InputError(f"rounds must be in 0..{MAX_ROUNDS}, got {rounds}")
+    if not 1 <= round_epochs <= 1000:
+        raise InputError(f"round-epochs must be in 1..1,000, got {round_epochs}")
     student = TrainConfig(epochs=round_epochs, augment="classical", seed=seed)
     student.check()
     resolve_device(device)
@@ -143,8 +145,9 @@ def semi_supervised(n_real: int = 100, steps: int = 3000, rounds: int = 1, round
         method = "semi-supervised GAN discriminator" + (", then self-training" if rounds else "")
         run_config = {"method": method, **learner.settings(), "seed": seed,
                       "dataset": learner.dataset, "n_real": n_real, "n_synthetic": 0,
-                      "n_unlabelled": len(unlabelled), "val_size": val_size, "rounds": rounds,
-                      "round_epochs": round_epochs, "min_confidence": SELF_TRAINING_CONFIDENCE}
+                      "n_unlabelled": len(unlabelled), "val_size": val_size, "rounds": rounds}
+        if rounds:
+            run_config.update(round_epochs=round_epochs, min_confidence=SELF_TRAINING_CONFIDENCE)
         return evaluate_and_save(model, test, out, run_config, history, n_real, 0, threads)
     finally:
         release()

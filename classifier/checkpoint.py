@@ -34,10 +34,10 @@ def check_writable(path: Path, overwrite: bool) -> None:
 
 
 def claim(path: Path, overwrite: bool) -> Callable[[], None]:
-    """check_writable, then a lock on the path until the returned release: a second run naming the same checkpoint
-    is refused, so that no run pairs its .pt with another's .json."""
+    """check_writable, then a lock on the sidecar until the returned release: a second run writing it (x.pt and
+    x.pth share x.json) is refused, so that no run pairs its checkpoint with another's .json."""
     check_writable(path, overwrite)  # first: it makes the folder the lock file goes in
-    release = lock_output(path)
+    release = lock_output(path.with_suffix(".json"))
     try:
         check_writable(path, overwrite)  # again, under the lock: a run that ended in between may have written it
     except BaseException:

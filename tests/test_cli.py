@@ -94,7 +94,7 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["interpolate", "--digit-grid", "--digit", "3"], "--digit-grid draws every digit: leave out --digit"),
     (["semi-supervised", "--steps", "50"], "steps must be in 100..1,000,000, got 50"),
     (["semi-supervised", "--rounds", "11"], "rounds must be in 0..10, got 11"),
-    (["semi-supervised", "--round-epochs", "0"], "epochs must be in 1..100,000, got 0"),
+    (["semi-supervised", "--round-epochs", "0"], "round-epochs must be in 1..1,000, got 0"),
     (["semi-supervised", "--n-real", "55000"], "n-real must be in 1..54,999 (the rest of the training pool is learnt without labels)"),
     (["semi-supervised", "--n-real", "0"], "n-real must be in 1..54,999"),
     (["semi-supervised", "--device", "tpu"], "device 'tpu' is not available"),
@@ -190,11 +190,11 @@ def test_a_training_that_diverges_is_one_line_and_exit_code_1(tmp_path, monkeypa
 
 def test_a_checkpoint_being_written_is_refused_to_a_second_run(tmp_path):
     out = tmp_path / "c.pt"
-    release = lock_output(out)  # as a first run holds it while it trains
-    for command in (["classify", "--n-real", 20], ["semi-supervised", "--steps", 100]):
-        result = run(*command, "--out", out)
-        assert result.exit_code == 2 and result.output == (
-            f"error: {out} is being written by another process: wait for it to end, or choose another output\n")
+    release = lock_output(out.with_suffix(".json"))  # as a first run holds it while it trains
+    for command in (["classify", "--n-real", 20, "--out", out], ["semi-supervised", "--out", out.with_suffix(".pth")]):
+        result = run(*command)
+        assert result.exit_code == 2 and result.output == (f"error: {out.with_suffix('.json')} is being written by "
+                                                           f"another process: wait for it to end, or choose another output\n")
     release()
     result = run("classify", "--n-real", 20, "--min-steps", 5, "--epochs", 1, "--out", out)
     assert result.exit_code == 0, result.output
