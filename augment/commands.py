@@ -108,11 +108,11 @@ def semi_supervised(n_real: int = 100, steps: int = 3000, rounds: int = 1, round
     student = TrainConfig(epochs=round_epochs, augment="classical", seed=seed)
     student.check()
     resolve_device(device)
-    inputs = {p.resolve() for p in (source, source.with_suffix(".json"))}
-    if inputs & {p.resolve() for p in (out, out.with_suffix(".json"))}:
-        raise InputError(f"--out {out} would replace the generator {source} or its sidecar")
-    release = classifier_checkpoint.claim(out, overwrite)
+    release = classifier_checkpoint.claim(out, overwrite)  # first: it refuses an --out that names no file
     try:
+        inputs = {p.resolve() for p in (source, source.with_suffix(".json"))}
+        if inputs & {p.resolve() for p in (out, out.with_suffix(".json"))}:
+            raise InputError(f"--out {out} would replace the generator {source} or its sidecar")
         learner = Discriminator(steps, device, source, progress)
         train_set, test = mnist.load("train", learner.dataset, data_dir), mnist.load("test", learner.dataset, data_dir)
         pool, val = mnist.validation_split(train_set.labels, val_size)

@@ -98,9 +98,11 @@ def test_classify_mixes_trains_evaluates_and_saves(tmp_path, synthetic_file):
     (["semi-supervised", "--n-real", "55000"], "n-real must be in 1..54,999 (the rest of the training pool is learnt without labels)"),
     (["semi-supervised", "--n-real", "0"], "n-real must be in 1..54,999"),
     (["semi-supervised", "--device", "tpu"], "device 'tpu' is not available"),
-    (["semi-supervised", "--generator", "g.pt", "--out", "g.json", "--overwrite"], "--out g.json would replace the generator g.pt"),
+    (["semi-supervised", "--generator", "g.pt", "--out", "g.pt", "--overwrite"], "--out g.pt would replace the generator g.pt"),
+    (["semi-supervised", "--generator", "g.pt", "--out", "g.json", "--overwrite"], "a checkpoint's .json is its sidecar"),
     (["semi-supervised", "--out", "afile/s.pt"], "afile is a file"),
     (["semi-supervised", "--out", "s.json"], "a checkpoint's .json is its sidecar"),
+    (["semi-supervised", "--out", "."], ". is a folder: name a file"),
     (["semi-supervised", "--generator", ROOT / "augment/weights/generator-conditional.pt"],
      "conditional; the semi-supervised GAN needs an unconditional generator"),
 ])
