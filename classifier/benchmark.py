@@ -42,6 +42,10 @@ VARIANTS = {
                          "without labels, for its own number of steps",
     "classical-matched": "real + classical augmentation, as classical, but for the gan-discriminator's number of "
                          "steps: the control that tells what its GAN adds from what its longer training adds",
+    "gan-discriminator+self-training": "the gan-discriminator's classifier teaching self-training: K rounds of a "
+                                       "DigitCNN with classical augmentation on real + every other train image the "
+                                       "last model labels confidently, epochs over them (what semi-supervised does)",
+    "classical-matched+self-training": "the same self-training, taught by classical-matched: its control",
 }
 COLUMNS = ["size", "variant", "ratio", "seed", "accuracy", "errors", "n_real", "n_extra", "steps", "seconds"]
 
@@ -185,6 +189,15 @@ class _Cell:
                      "accuracy": accuracy, "errors": round((1 - accuracy) * len(self.test)), "n_real": len(self.real),
                      "n_extra": n_extra, "steps": steps, "seconds": round(time.perf_counter() - start, 1)})
 
+    def taught(self, variant: str, teacher: DigitCNN, steps: int, start: float) -> None:
+        """The row of K rounds of self-training from a learner's classifier, on every unlabelled image the last
+        model is sure of, each round epochs over its own set (not the size's budget): steps counts the teacher's."""
+        student = TrainConfig(epochs=self.sweep.epochs, min_steps=self.sweep.min_steps, augment="classical",
+                              seed=self.seed)
+        model, rounds = self_train(teacher, self.real, self.unlabelled, self.sweep.relabel_rounds, student,
+                                   self.sweep.min_confidence, device=self.device)
+        self.tested(variant, 0, model, rounds[-1]["n_unlabelled"], steps + sum(r["step"] for r in rounds), start)
+
     def mixed(self, images: torch.Tensor, labeller: DigitCNN, ratio: float, source: str,
               labels: torch.Tensor | None = None) -> Digits:
         """The labelled subset plus ratio x its size of `images`: labelled by the labeller, or, with labels (the
@@ -196,9 +209,9 @@ class _Cell:
         return f"{source} (labeller of {self.size:,} real images, seed {self.seed})"
 
     def run(self, sources: dict, learners: dict) -> None:
-        """real; classical, whose classifier labels everything mixed in; the learners' classifiers; then, per
-        source of extra images and ratio, the mix with and without classical augmentation; pseudo-real;
-        self-training."""
+        """real; classical, whose classifier labels everything mixed in; the learners' classifiers, and the
+        self-training each teaches; then, per source of extra images and ratio, the mix with and without classical
+        augmentation; pseudo-real; self-training."""
         sweep, ratios = self.sweep, self.sweep.ratios
         has_pseudo = len(self.unlabelled) > 0
         later = [self.key(v, r) for r in ratios for name in sources for v in (name, f"{name}+classical")]
@@ -207,11 +220,15 @@ class _Cell:
         self.row("real", 0, self.real, "none")
         labeller = self.row("classical", 0, self.real, "classical", needed=any(k not in self.done for k in later))
         for name, learn in learners.items():
-            if has_pseudo and self.key(name, 0) not in self.done:
+            taught = f"{name}+self-training"
+            teach = sweep.relabel_rounds and self.key(taught, 0) not in self.done
+            if has_pseudo and (teach or self.key(name, 0) not in self.done):
                 start = time.perf_counter()
                 with distributed.alone():
                     model, steps, extra = learn(self.size, self.seed, self.real, self.unlabelled)
                 self.tested(name, 0, model, extra, steps, start)
+                if teach:
+                    self.taught(taught, model, steps, start)
         if labeller is None:
             return
         for name, source in sources.items():

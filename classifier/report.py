@@ -50,10 +50,10 @@ def header(sweep: Sweep, pool: Path, attrs: dict, dataset: str, test_size: int, 
         f"the real subset, at least {sweep.min_steps}, whatever is mixed in. Tested on the {test_size:,} real test images.",
         "- Gain: paired by seed (a seed draws the same labelled subset in every row), t interval over the seeds of the "
         "last column.",
-    ] + _sources(sources or {}))
+    ] + _sources(sources or {}, sweep))
 
 
-def _sources(settings: dict) -> list[str]:
+def _sources(settings: dict, sweep: Sweep) -> list[str]:
     lines = []
     if "conditional" in settings:
         c = settings["conditional"]
@@ -68,7 +68,11 @@ def _sources(settings: dict) -> list[str]:
     if "gan-discriminator" in settings:
         lines.append(f"- gan-discriminator: per size and seed, {settings['gan-discriminator']['steps']:,} steps of batch "
                      f"{settings['gan-discriminator']['batch']} x 3 (labelled, unlabelled, generated), not the size's budget; "
-                     f"classical-matched is the classical row for as many steps.")
+                     f"classical-matched is the classical row for as many steps."
+                     + (f" Each then teaches {sweep.relabel_rounds} round(s) of self-training (+self-training): "
+                        f"{sweep.epochs} epochs over the labelled subset plus every other train image its last model "
+                        f"labels at confidence >= {sweep.min_confidence}, at least {sweep.min_steps} steps."
+                        if sweep.relabel_rounds else ""))
     return lines
 
 

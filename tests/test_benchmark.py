@@ -224,6 +224,36 @@ def test_a_sweep_extended_by_a_learner_keeps_its_rows_and_records_the_learners_c
                       settings={"gan-discriminator": {"steps": 8}})
 
 
+def test_a_learner_teaches_self_training_on_every_image_its_classifier_is_sure_of(tmp_path, small):
+    from classifier.mixing import self_train
+    from classifier.train import TrainConfig, evaluate, fit
+
+    train, test, pool_digits = small
+    pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
+    one = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), relabel_rounds=1, min_confidence=0.6, epochs=2,
+                          min_steps=60, val_size=100)
+    teachers = []
+
+    def learner(size, seed, real, unlabelled):
+        teachers.append((fit(real, TrainConfig(epochs=1, min_steps=60, seed=seed), progress=False)[0], real, unlabelled))
+        return teachers[-1][0], 7, len(unlabelled)
+    folder, kwargs = tmp_path / "bench", {"learners": {"gan-discriminator": learner},
+                                          "settings": {"gan-discriminator": {"steps": 7}}}
+    rows = benchmark.run(one, pool, train, test, folder, "mnist", **kwargs)
+    teacher, real, unlabelled = teachers[0]
+    student = TrainConfig(epochs=2, min_steps=60, augment="classical", seed=0)  # epochs over its own set
+    model, rounds = self_train(teacher, real, unlabelled, 1, student, 0.6)
+    taught = rows[rows.variant == "gan-discriminator+self-training"].iloc[0]
+    assert 20 < taught.n_extra == rounds[0]["n_unlabelled"] < 380  # all it is sure of, not ratio x size
+    assert (taught.ratio, taught.steps) == (0, 7 + rounds[0]["step"])  # the teacher's steps and the student's
+    assert taught.accuracy == pytest.approx(evaluate(model, test))
+    kept = rows[rows.variant != "gan-discriminator+self-training"]
+    kept.to_csv(folder / "rows.csv", index=False)  # its row lost: the teacher is trained again, but not recorded twice
+    again = benchmark.run(one, pool, train, test, folder, "mnist", **kwargs)
+    assert len(teachers) == 2 and len(again) == len(rows) and (again.variant == "gan-discriminator").sum() == 1
+    assert again[again.variant == "gan-discriminator+self-training"].accuracy.iloc[0] == pytest.approx(taught.accuracy)
+
+
 def test_mix_with_labels_and_a_labeller_keeps_only_agreement(small):
     from classifier.mixing import mix
     from classifier.train import TrainConfig, fit
