@@ -42,6 +42,12 @@ def test_models_draw_28x28_digits_in_range(arch, conditional):
     assert Discriminator(spec)(x, y).shape == (5,)
 
 
+def test_dcgan_preset_is_the_recipe_studys_and_only_unconditional_runs_get_its_clusters_and_widths():
+    assert GanSpec.preset("dcgan") == GanSpec(deep=True, clusters=50, g_width=48, d_width=48)
+    assert GanSpec.preset("dcgan", conditional=True) == GanSpec(deep=True, conditional=True)  # widths 64
+    assert GanSpec.preset("dcgan", g_width=64, clusters=0) == GanSpec(deep=True, g_width=64, d_width=48)
+
+
 def test_tutorial_preset_has_the_keras_models_parameter_counts():
     spec = GanSpec.preset("tutorial")
     # Keras counts batch-norm moving statistics as (non-trainable) parameters; state_dict holds them too.
