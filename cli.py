@@ -361,7 +361,9 @@ def benchmark(
     discriminator_steps: int = typer.Option(0, help="Add the gan-discriminator variant: per size and seed, the classifier "
                                             "is the discriminator of a semi-supervised GAN (K+1 classes, feature "
                                             "matching, generator started from the bundled one) trained this many "
-                                            "steps on the labelled subset and the other train images; 0 leaves it out."),
+                                            "steps on the labelled subset and the other train images, and its "
+                                            "control classical-matched; with --relabel-rounds, each then teaches "
+                                            "self-training (+self-training rows); 0 leaves them out."),
     jobs: int = typer.Option(1, help="(size, seed) cells trained at once, each in its own process with its share of the "
                              "cores; the rows are the same as one at a time."),
     out: Path = typer.Option(Path("runs/benchmark"), help="Folder for rows.csv, summary.csv, report.md, accuracy.png."),

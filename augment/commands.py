@@ -245,7 +245,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
     gan_minutes > 0 adds the `conditional` variant (a semi-supervised conditional GAN per size and seed, trained
     that long, relabelled every gan_relabel_every epochs if that is not 0); min_realism > 0 the `filtered` one
     (the pool's samples on the real manifold); discriminator_steps > 0 the `gan-discriminator` one (a
-    semi-supervised GAN's discriminator as the classifier, trained that many steps)."""
+    semi-supervised GAN's discriminator as the classifier, trained that many steps) and its control, each teaching
+    self-training too if relabel_rounds > 0."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file: --out names the benchmark's folder")

@@ -35,7 +35,8 @@ def test_sweep_writes_every_row_and_resumes_only_what_is_missing(tmp_path, small
     rows = benchmark.run(TINY, pool, train, test, folder, "mnist")
     per_cell = 2 + 4 * len(TINY.ratios)  # real, classical; synthetic, +classical, pseudo-real, self-training per ratio
     gan_sources = {"conditional", "conditional+classical", "filtered", "filtered+classical",
-                   "gan-discriminator", "classical-matched"}  # need the augment side
+                   "gan-discriminator", "classical-matched", "gan-discriminator+self-training",
+                   "classical-matched+self-training"}  # need the augment side
     assert len(rows) == per_cell * len(TINY.seeds) and set(rows.variant) == set(benchmark.VARIANTS) - gan_sources
     assert (rows.steps == TINY.config(30, "none", 0).steps).all()  # one budget for the whole size
     assert (rows[rows.variant == "synthetic"].n_extra == 30 * rows[rows.variant == "synthetic"].ratio).all()
@@ -214,6 +215,7 @@ def test_a_sweep_extended_by_a_learner_keeps_its_rows_and_records_the_learners_c
     rows = benchmark.run(one, pool, train, test, folder, "mnist", learners={"gan-discriminator": learner},
                          settings={"gan-discriminator": {"steps": 7}})
     assert seen == [(20, 0, 20, 380)]  # the other 380 images of the training pool, without labels
+    assert "gan-discriminator+self-training" not in set(rows.variant)  # no --relabel-rounds, nothing taught
     new = rows[rows.variant == "gan-discriminator"].iloc[0]
     assert len(rows) == len(first) + 1 and (new.ratio, new.n_extra, new.steps) == (0, 380, 7)
     assert new.accuracy == pytest.approx(evaluate(models[0], test))  # the learner's own classifier, tested
@@ -230,27 +232,29 @@ def test_a_learner_teaches_self_training_on_every_image_its_classifier_is_sure_o
 
     train, test, pool_digits = small
     pool = write_synthetic(tmp_path / "pool.h5", pool_digits)
-    one = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), relabel_rounds=1, min_confidence=0.6, epochs=2,
+    one = benchmark.Sweep(sizes=(20,), ratios=(1.0,), seeds=(0,), relabel_rounds=1, min_confidence=0.6, epochs=30,
                           min_steps=60, val_size=100)
     teachers = []
 
     def learner(size, seed, real, unlabelled):
         teachers.append((fit(real, TrainConfig(epochs=1, min_steps=60, seed=seed), progress=False)[0], real, unlabelled))
         return teachers[-1][0], 7, len(unlabelled)
-    folder, kwargs = tmp_path / "bench", {"learners": {"gan-discriminator": learner},
+    folder, kwargs = tmp_path / "bench", {"learners": {"gan-discriminator": learner, "classical-matched": learner},
                                           "settings": {"gan-discriminator": {"steps": 7}}}
     rows = benchmark.run(one, pool, train, test, folder, "mnist", **kwargs)
     teacher, real, unlabelled = teachers[0]
-    student = TrainConfig(epochs=2, min_steps=60, augment="classical", seed=0)  # epochs over its own set
+    student = TrainConfig(epochs=30, min_steps=60, augment="classical", seed=0)  # epochs over its own set
     model, rounds = self_train(teacher, real, unlabelled, 1, student, 0.6)
     taught = rows[rows.variant == "gan-discriminator+self-training"].iloc[0]
     assert 20 < taught.n_extra == rounds[0]["n_unlabelled"] < 380  # all it is sure of, not ratio x size
     assert (taught.ratio, taught.steps) == (0, 7 + rounds[0]["step"])  # the teacher's steps and the student's
+    assert rounds[0]["step"] > one.config(20, "classical", 0).steps  # not the size's budget
     assert taught.accuracy == pytest.approx(evaluate(model, test))
+    assert (rows.variant == "classical-matched+self-training").sum() == 1  # every learner teaches
     kept = rows[rows.variant != "gan-discriminator+self-training"]
     kept.to_csv(folder / "rows.csv", index=False)  # its row lost: the teacher is trained again, but not recorded twice
     again = benchmark.run(one, pool, train, test, folder, "mnist", **kwargs)
-    assert len(teachers) == 2 and len(again) == len(rows) and (again.variant == "gan-discriminator").sum() == 1
+    assert len(teachers) == 3 and len(again) == len(rows) and (again.variant == "gan-discriminator").sum() == 1
     assert again[again.variant == "gan-discriminator+self-training"].accuracy.iloc[0] == pytest.approx(taught.accuracy)
 
 
