@@ -319,7 +319,8 @@ def benchmark(synthetic: str | Path | None = None, out: str | Path = "runs/bench
                           settings, jobs, learners)
         table = report.summarise(rows)
         every = json.loads((out / "sweep.json").read_text()).get("sources")  # with variants an earlier run added
-        text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test), every))
+        text = report.markdown(table, report.header(sweep, Path(synthetic), pool.attrs, dataset, len(test), every,
+                                                         frozenset(table.variant)))
         if main:
             write_atomic(out / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
             write_atomic(out / "report.md", lambda tmp: tmp.write_text(text))

@@ -35,8 +35,10 @@ def describe_gan(attrs: dict) -> str:
         return f"{head} (no {sidecar} of that generator here: how it was trained is not known)"
 
 
-def header(sweep: Sweep, pool: Path, attrs: dict, dataset: str, test_size: int, sources: dict | None = None) -> str:
-    """What a reader must know to trust the table: the pool and its generator, the labeller, the budget."""
+def header(sweep: Sweep, pool: Path, attrs: dict, dataset: str, test_size: int, sources: dict | None = None,
+           variants: frozenset = frozenset()) -> str:
+    """What a reader must know to trust the table: the pool and its generator, the labeller, the budget, and
+    how each extra variant among the table's `variants` was made."""
     selected = ("Generated with --min-confidence 0: no other labeller selected it." if not attrs["min_confidence"] else
                 f"Caution: generated with --min-confidence {attrs['min_confidence']}, so labeller sha256 "
                 f"{attrs['labeller_sha256'][:16]}... pre-selected it; generate with --min-confidence 0 for a clean comparison.")
@@ -50,10 +52,10 @@ def header(sweep: Sweep, pool: Path, attrs: dict, dataset: str, test_size: int, 
         f"the real subset, at least {sweep.min_steps}, whatever is mixed in. Tested on the {test_size:,} real test images.",
         "- Gain: paired by seed (a seed draws the same labelled subset in every row), t interval over the seeds of the "
         "last column.",
-    ] + _sources(sources or {}, sweep))
+    ] + _sources(sources or {}, sweep, variants))
 
 
-def _sources(settings: dict, sweep: Sweep) -> list[str]:
+def _sources(settings: dict, sweep: Sweep, variants: frozenset) -> list[str]:
     lines = []
     if "conditional" in settings:
         c = settings["conditional"]
@@ -72,7 +74,7 @@ def _sources(settings: dict, sweep: Sweep) -> list[str]:
                      + (f" Each then teaches {sweep.relabel_rounds} round(s) of self-training (+self-training): "
                         f"{sweep.epochs} epochs over the labelled subset plus every other train image its last model "
                         f"labels at confidence >= {sweep.min_confidence}, at least {sweep.min_steps} steps."
-                        if sweep.relabel_rounds else ""))
+                        if "gan-discriminator+self-training" in variants else ""))
     return lines
 
 

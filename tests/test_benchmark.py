@@ -258,6 +258,18 @@ def test_a_learner_teaches_self_training_on_every_image_its_classifier_is_sure_o
     assert again[again.variant == "gan-discriminator+self-training"].accuracy.iloc[0] == pytest.approx(taught.accuracy)
 
 
+def test_the_report_describes_self_training_only_where_its_rows_are():
+    from classifier.report import header
+
+    sweep, attrs = benchmark.Sweep(relabel_rounds=1), {"generator_sha256": "0" * 64, "config": {}, "min_confidence": 0}
+    learner = {"gan-discriminator": {"steps": 3000, "batch": 100}}
+    without = header(sweep, Path("pool.h5"), attrs, "mnist", 10000, learner, frozenset({"gan-discriminator"}))
+    taught = header(sweep, Path("pool.h5"), attrs, "mnist", 10000, learner,
+                    frozenset({"gan-discriminator", "gan-discriminator+self-training"}))
+    assert "3,000 steps of batch 100" in without and "self-training" not in without
+    assert "teaches 1 round(s) of self-training (+self-training)" in taught
+
+
 def test_mix_with_labels_and_a_labeller_keeps_only_agreement(small):
     from classifier.mixing import mix
     from classifier.train import TrainConfig, fit
