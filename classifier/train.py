@@ -104,7 +104,7 @@ def fit(train: Digits, config: TrainConfig, val: Digits | None = None, device: s
             if val is not None:
                 row["val_accuracy"] = evaluate(model, val)
             if not math.isfinite(row["loss"]):
-                raise Diverged(f"training diverged at step {step} (loss {row['loss']}): lower --lr")
+                raise Diverged(f"training diverged at step {step} (loss {row['loss']}, peak learning rate {config.lr:g})")
             history.append(row)
             bar.set_postfix({k: f"{row[k]:.4f}" for k in ("loss", "val_accuracy") if k in row})
             loss_sum.zero_()

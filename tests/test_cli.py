@@ -182,7 +182,8 @@ def test_a_training_that_diverges_is_one_line_and_exit_code_1(tmp_path, monkeypa
     nan = lambda first, *rest, **kw: first.sum() * float("nan")  # noqa: E731  the loss of a training gone NaN
     monkeypatch.setattr("torch.nn.functional.cross_entropy", nan)
     result = run("classify", "--n-real", 20, "--min-steps", 5, "--epochs", 1, "--out", tmp_path / "c.pt")
-    assert result.exit_code == 1 and result.output.endswith("\nerror: training diverged at step 5 (loss nan): lower --lr\n")
+    assert result.exit_code == 1
+    assert result.output.endswith("\nerror: training diverged at step 5 (loss nan, peak learning rate 0.003)\n")
     monkeypatch.setattr("augment.ssgan.discriminator_loss", nan)
     result = run("semi-supervised", "--steps", 100, "--out", tmp_path / "s.pt")
     assert result.exit_code == 1
