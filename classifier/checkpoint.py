@@ -27,8 +27,8 @@ def save(path: str | Path, model: DigitCNN, config: dict, metrics: dict) -> str:
 def check_writable(path: Path, overwrite: bool) -> None:
     """Before any training: a checkpoint path that can be written, and that replaces nothing (it or the sidecar
     `save` writes beside it) unless asked to."""
-    if path.suffix == ".json":
-        raise InputError(f"{path}: a checkpoint's .json is its sidecar: name the checkpoint .pt")
+    if path.suffix not in (".pt", ".pth") and not path.is_dir():  # x.json would be its own sidecar
+        raise InputError(f"{path}: name the checkpoint .pt (its sidecar, a .json, is written beside it)")
     prepare_output(path, overwrite)
     refuse_existing(path.with_suffix(".json"), overwrite)
 
