@@ -48,11 +48,10 @@ class GanSpec:
     @staticmethod
     def preset(arch: str, **overrides) -> "GanSpec":
         """The preset's defaults (the tutorial's are fixed by the Keras original), then overrides. dcgan's come from
-        the recipe study, which measured its clusters and widths 48 on unconditional generators only (a conditional
-        one has classes, and keeps widths 64)."""
+        the recipe study: widths 48, and, without labels, 50 clusters (a conditional generator has classes)."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        unconditional = {} if given.get("conditional") else {"clusters": 50, "g_width": 48, "d_width": 48}
-        base = {"dcgan": {"deep": True, **unconditional},
+        unconditional = {} if given.get("conditional") else {"clusters": 50}
+        base = {"dcgan": {"deep": True, "g_width": 48, "d_width": 48, **unconditional},
                 "tutorial": {"nz": 100, "g_width": 64, "d_width": 64}}.get(arch, {})
         return GanSpec(arch=arch, **{**base, **given})
 

@@ -42,9 +42,9 @@ def test_models_draw_28x28_digits_in_range(arch, conditional):
     assert Discriminator(spec)(x, y).shape == (5,)
 
 
-def test_dcgan_preset_is_the_recipe_studys_and_only_unconditional_runs_get_its_clusters_and_widths():
+def test_dcgan_preset_is_the_recipe_studys_and_only_unconditional_runs_get_its_clusters():
     assert GanSpec.preset("dcgan") == GanSpec(deep=True, clusters=50, g_width=48, d_width=48)
-    assert GanSpec.preset("dcgan", conditional=True) == GanSpec(deep=True, conditional=True)  # widths 64
+    assert GanSpec.preset("dcgan", conditional=True) == GanSpec(deep=True, conditional=True, g_width=48, d_width=48)
     assert GanSpec.preset("dcgan", g_width=64, clusters=0) == GanSpec(deep=True, g_width=64, d_width=48)
 
 
@@ -354,7 +354,7 @@ def test_the_dcgan_preset_self_conditions_unconditional_generators_only():
     assert GanSpec.preset("dcgan", clusters=0).clusters == 0 and GanSpec.preset("tutorial").clusters == 0
     assert trainer.make_config(conditional=True).spec.as_dict() == trainer.make_config(conditional=True, clusters=0).spec.as_dict()
     unconditional, conditional = trainer.make_config(), trainer.make_config(conditional=True)
-    assert (unconditional.lr_g, unconditional.lr_d, conditional.lr_g, conditional.lr_d) == (5e-4, 5e-4, 2e-4, 2e-4)
+    assert (unconditional.lr_g, unconditional.lr_d, conditional.lr_g, conditional.lr_d) == (5e-4,) * 4
     assert trainer.make_config(lr_g=1e-3).lr_g == 1e-3 and trainer.make_config("tutorial").lr_g == 1e-4
 
 
