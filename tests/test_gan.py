@@ -206,7 +206,7 @@ def test_relabelling_makes_the_classifier_the_gan_improves_the_labeller_and_resu
     assert labels.labeller is reference
     # Two steps per epoch on a pool of 3,000, from the bundled conditional generator's weights: its samples are digits.
     small = train.subset(torch.arange(8000))
-    config = trainer.GanConfig(spec=GanSpec.preset("dcgan", conditional=True), n_real=100, seed=3, epochs=2,
+    config = trainer.GanConfig(spec=bundled.spec, n_real=100, seed=3, epochs=2,
                                eval_every=0, labeller=str(tmp_path / "labeller.pt"),
                                labeller_sha256=sha256_of(tmp_path / "labeller.pt"), relabel_every=1)
     n = len(trainer.training_set(small, config)[0])
