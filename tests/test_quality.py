@@ -146,7 +146,7 @@ def test_evaluate_labels_a_conditional_generators_samples_with_the_labeller_give
     asked = evaluate(BUNDLED_CONDITIONAL, **quiet)
     relabelled = evaluate(BUNDLED_CONDITIONAL, labeller=tmp_path / "weak.pt", **quiet)
     assert asked.labels_from == "the classes asked for" and relabelled.labels_from == f"labels from {tmp_path / 'weak.pt'}"
-    assert asked.samples.label_noise < 0.05 and relabelled.samples.label_noise > 0.1  # measured: 1.7% and 18%
+    assert asked.samples.label_noise < 0.05 and relabelled.samples.label_noise > 0.1  # measured: 0.3% and 16%
     for args, message in (([synthetic_file, "--labeller", tmp_path / "weak.pt"], "carries its own labels"),
                           ([BUNDLED_CONDITIONAL, "--labeller", JUDGE], "is the judge, which estimates the label noise")):
         result = runner.invoke(app, ["evaluate", *map(str, args)])
