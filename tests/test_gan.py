@@ -216,14 +216,13 @@ def test_relabelling_makes_the_classifier_the_gan_improves_the_labeller_and_resu
         g.load_state_dict(bundled.state_dict())
     outcome = trainer.train(run, progress=False)
     log = pd.read_csv(tmp_path / "r" / "labels.csv")
-    replaced = log.replaced.tolist()  # the second round may keep the first's classifier: it must beat it on validation
-    assert replaced[:2] == [0, 1] and log.images[0] == n and log.images[1] > n
-    if not replaced[2]:  # a round that keeps the labeller keeps its set (measured with today's bundle: kept)
-        assert log.images[2] == log.images[1] and log.val_accuracy[2] == log.val_accuracy[1]
+    # The second round's classifier falls short of the first's on validation: the labeller and its set stay.
+    assert log.replaced.tolist() == [0, 1, 0] and log.images[0] == n and log.images[1] > n
+    assert log.images[2] == log.images[1] and log.val_accuracy[2] == log.val_accuracy[1]
     assert log.step.tolist() == [0, 2, 2 + log.images[1] // (n // 2)]  # epoch 2 ran over the relabelled set
     assert log.val_accuracy[0] == pytest.approx(evaluate(labeller, small.subset(mnist.validation_split(small.labels)[1])))
     assert log.val_accuracy[1] > log.val_accuracy[0] + 0.05  # the improved classifier labels better
-    assert outcome.labels == {"first": log.val_accuracy[0], "last": log.val_accuracy[2], "rounds": 2, "replaced": sum(replaced),
+    assert outcome.labels == {"first": log.val_accuracy[0], "last": log.val_accuracy[2], "rounds": 2, "replaced": 1,
                               "images": log.images[2]}
     resumed = trainer.start(tmp_path / "r", trainer.resumed_config(tmp_path / "r", 3), small, True)
     assert torch.equal(resumed.data.labels, run.data.labels) and len(resumed.data) == log.images[2]
